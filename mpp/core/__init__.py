@@ -1,0 +1,1 @@
+"""Sans-I/O protocol core for the Payment HTTP authentication scheme."""

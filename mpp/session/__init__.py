@@ -1,0 +1,1 @@
+"""The session intent: vouchers, Tempo transactions, the server engine and the payer."""
