@@ -1,0 +1,1 @@
+"""Store port contract tests (memory, SQLite, PostgreSQL)."""
