@@ -1,1 +1,136 @@
-"""Sans-I/O protocol core for the Payment HTTP authentication scheme."""
+"""Sans-I/O protocol core for the Payment HTTP authentication scheme.
+
+No network, no chain, no clock except an injected `now`. See PROTOCOL.md §1 (CORE-01..48).
+"""
+
+from mpp.core.binding import (
+    HMAC_SLOTS,
+    MIN_SECRET_BYTES,
+    ChallengeIssuer,
+    RetiredSecret,
+    Slot,
+    challenge_id,
+    hmac_input,
+)
+from mpp.core.challenge import (
+    Challenge,
+    is_intent_name,
+    is_method_name,
+    parse_challenge,
+    parse_challenges,
+)
+from mpp.core.credential import Credential, parse_credential
+from mpp.core.digest import check_content_digest, content_digest, parse_content_digest
+from mpp.core.encoding import b64url_decode, b64url_encode, encode_json_b64, jcs
+from mpp.core.errors import (
+    PROBLEM_BASE,
+    AcceptPaymentParseError,
+    ChallengeParseError,
+    CredentialTooLarge,
+    FormatError,
+    HeaderTooLarge,
+    InsecureTransport,
+    InvalidChallenge,
+    MalformedCredential,
+    MethodUnsupported,
+    MultipleCredentials,
+    ParseError,
+    PaymentError,
+    PaymentExpired,
+    PaymentInsufficient,
+    PaymentRequired,
+    PolicyDenied,
+    ReceiptParseError,
+    VerificationFailed,
+)
+from mpp.core.http import (
+    NO_STORE,
+    PRIVATE,
+    is_loopback_host,
+    merge_cache_control,
+    payment_credentials,
+    receipt_cache_control,
+    require_secure_url,
+    select_payment_credential,
+)
+from mpp.core.limits import MAX_HEADER_LENGTH, MIN_SUPPORTED_LENGTH
+from mpp.core.negotiate import AcceptRange, parse_accept_payment, rank_challenges, rank_offers
+from mpp.core.problem import (
+    PROBLEM_CONTENT_TYPE,
+    PROBLEM_TYPES,
+    ErrorResponse,
+    error_from_problem,
+    error_response,
+    payment_required,
+    problem_body,
+)
+from mpp.core.receipt import Receipt, parse_receipt
+from mpp.core.rfc3339 import format_rfc3339, parse_rfc3339
+
+__all__ = [
+    "HMAC_SLOTS",
+    "MAX_HEADER_LENGTH",
+    "MIN_SECRET_BYTES",
+    "MIN_SUPPORTED_LENGTH",
+    "NO_STORE",
+    "PRIVATE",
+    "PROBLEM_BASE",
+    "PROBLEM_CONTENT_TYPE",
+    "PROBLEM_TYPES",
+    "AcceptPaymentParseError",
+    "AcceptRange",
+    "Challenge",
+    "ChallengeIssuer",
+    "ChallengeParseError",
+    "Credential",
+    "CredentialTooLarge",
+    "ErrorResponse",
+    "FormatError",
+    "HeaderTooLarge",
+    "InsecureTransport",
+    "InvalidChallenge",
+    "MalformedCredential",
+    "MethodUnsupported",
+    "MultipleCredentials",
+    "ParseError",
+    "PaymentError",
+    "PaymentExpired",
+    "PaymentInsufficient",
+    "PaymentRequired",
+    "PolicyDenied",
+    "Receipt",
+    "ReceiptParseError",
+    "RetiredSecret",
+    "Slot",
+    "VerificationFailed",
+    "b64url_decode",
+    "b64url_encode",
+    "challenge_id",
+    "check_content_digest",
+    "content_digest",
+    "encode_json_b64",
+    "error_from_problem",
+    "error_response",
+    "format_rfc3339",
+    "hmac_input",
+    "is_intent_name",
+    "is_loopback_host",
+    "is_method_name",
+    "jcs",
+    "merge_cache_control",
+    "parse_accept_payment",
+    "parse_challenge",
+    "parse_challenges",
+    "parse_content_digest",
+    "parse_credential",
+    "parse_receipt",
+    "parse_rfc3339",
+    "payment_credentials",
+    "payment_required",
+    "problem_body",
+    "rank_challenges",
+    "rank_offers",
+    "receipt_cache_control",
+    "require_secure_url",
+    "select_payment_credential",
+]

@@ -198,3 +198,28 @@ class ChainUnavailable(PaymentError):
     status = 503
     title = "Payment backend unavailable"
     fresh_challenge = False
+
+
+# --- codec additions (issue 3) ----------------------------------------------------------------
+
+
+class HeaderTooLarge(CredentialTooLarge, ParseError):
+    """CORE-40: a header value above the cap, refused before any decoding (431)."""
+
+    title = "Payment header too large"
+
+
+class ReceiptParseError(ParseError):
+    title = "Malformed payment receipt"
+
+
+class AcceptPaymentParseError(ParseError):
+    """A malformed Accept-Payment header (CORE-36); servers MAY ignore it (CORE-38)."""
+
+    status = 400
+    title = "Malformed Accept-Payment header"
+    fresh_challenge = False
+
+
+class InsecureTransport(ValueError):
+    """CORE-42: payment over plain HTTP refused (loopback only with an explicit opt-in)."""
