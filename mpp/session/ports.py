@@ -117,6 +117,11 @@ class Store(Protocol):
         """Store once; returns False when a record already existed (first writer wins)."""
         ...
 
+    def replace_idempotent(self, scope: str, key: str, response: bytes) -> None:
+        """Overwrite a record (a request first reserves its key with a pending marker via
+        put_idempotent, runs, then replaces the marker with the final response)."""
+        ...
+
     def close(self) -> None: ...
 
 

@@ -80,5 +80,10 @@ class MemoryStore:
             self._idem[(scope, key)] = bytes(response)
             return True
 
+    def replace_idempotent(self, scope: str, key: str, response: bytes) -> None:
+        with self._meta:
+            self._check_open()
+            self._idem[(scope, key)] = bytes(response)
+
     def close(self) -> None:
         self._closed = True

@@ -236,5 +236,12 @@ class PostgresStore:
         )
         return cur.rowcount == 1
 
+    def replace_idempotent(self, scope: str, key: str, response: bytes) -> None:
+        self._conn().execute(
+            "INSERT INTO mpp_idempotency (scope, key, response) VALUES (%s, %s, %s) "
+            "ON CONFLICT (scope, key) DO UPDATE SET response = EXCLUDED.response",
+            (scope, key, bytes(response)),
+        )
+
     def close(self) -> None:
         self._conns.close_all()

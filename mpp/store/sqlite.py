@@ -240,6 +240,12 @@ class SqliteStore:
         )
         return cur.rowcount == 1
 
+    def replace_idempotent(self, scope: str, key: str, response: bytes) -> None:
+        self._conn().execute(
+            "INSERT OR REPLACE INTO idempotency (scope, key, response) VALUES (?, ?, ?)",
+            (scope, key, bytes(response)),
+        )
+
     def close(self) -> None:
         self._conns.close_all()
 

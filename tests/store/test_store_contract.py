@@ -205,6 +205,16 @@ def test_ses29_idempotency_first_writer_wins(store: Store) -> None:
     assert store.get_idempotent("challenge-2", "key-1") == b"\x00\xff" * 100
 
 
+def test_ses29_idempotency_reserve_then_replace(store: Store) -> None:
+    """SES-29: a request reserves its key (pending marker), then replaces it with its response."""
+    assert store.put_idempotent("c", "k", b"pending") is True
+    assert store.put_idempotent("c", "k", b"duplicate") is False
+    store.replace_idempotent("c", "k", b"final response")
+    assert store.get_idempotent("c", "k") == b"final response"
+    store.replace_idempotent("c", "new", b"direct")
+    assert store.get_idempotent("c", "new") == b"direct"
+
+
 def test_ses29_idempotency_concurrent_put_has_one_winner(store: Store) -> None:
     barrier = threading.Barrier(8)
     results: dict[int, bool] = {}
