@@ -35,9 +35,9 @@ class OnChainChannel:
 class ChannelState:
     """Server-side accounting for one channel, keyed by lowercase channel id (AMB-01).
 
-    Invariants kept by the engine: settled <= spent <= accepted_cumulative <= deposit
-    (except `spent` may equal `settled` > accepted right after a refresh; the engine never lets
-    `spent` exceed `accepted_cumulative`). `available = accepted_cumulative - spent`.
+    Invariants kept by the engine: spent <= accepted_cumulative <= deposit and
+    settled <= accepted_cumulative. `settled` may exceed `spent` (the server settled its highest
+    voucher; the payer keeps its unspent credit). `available = accepted_cumulative - spent`.
     """
 
     channel_id: str

@@ -1,0 +1,406 @@
+"""The session server engine: what happens when a session credential or a metered charge arrives.
+
+`SessionServer.handle(payload, challenge_id=...)` dispatches open / topUp / voucher / close
+(tempo v1, PROTOCOL.md §2); `charge()` deducts a request's cost; `receipt()` and
+`need_voucher_event()` render what goes back to the client. The per-channel decisions are the
+pure functions in mpp.session.accounting, run inside `Store.update`; this module does the I/O
+around them: signature recovery (before the store lock), chain reads on a short TTL, and
+broadcasts for open / topUp (mpp.session.funding) and settle / close.
+
+Synchronous by design: the ASGI layer calls it from a worker thread.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from mpp.core.errors import (
+    ChainUnavailable,
+    ChallengeNotFound,
+    ChannelFinalized,
+    ChannelNotFound,
+    VerificationFailed,
+)
+from mpp.session import accounting as acc
+from mpp.session.funding import Funding
+from mpp.session.payloads import (
+    ClosePayload,
+    OpenPayload,
+    TopUpPayload,
+    VoucherPayload,
+    parse_payload,
+)
+from mpp.session.ports import Chain, ChannelState, Mutation, Store
+from mpp.session.settlement import SettlementPolicy, Settler
+from mpp.session.terms import SessionTerms
+from mpp.session.voucher import normalize_signature, recover_voucher_signer
+
+__all__ = ["SessionResult", "SessionServer"]
+
+log = logging.getLogger(__name__)
+
+_MISSING_CACHE_MAX = 10_000
+
+
+@dataclass(frozen=True)
+class SessionResult:
+    """What one session credential did: the resulting state and the receipt to send (SES-32)."""
+
+    action: str
+    state: ChannelState
+    receipt: dict[str, Any]
+    tx_hash: str | None = None
+
+
+@dataclass
+class _Memo:
+    # In-process only (never relied on for correctness): throttles chain reads.
+    missing: dict[str, int] = field(default_factory=dict)  # unknown ids → when checked
+    refresh_attempt: dict[str, int] = field(default_factory=dict)
+
+
+def _canonical(signature: str) -> str:
+    """65-byte lowercase hex; called after recovery has validated v and low-s (AMB-07)."""
+    return signature if len(signature) == 132 else normalize_signature(signature)
+
+
+class SessionServer:
+    """Server side of the tempo v1 session intent for one escrow / recipient / currency."""
+
+    def __init__(
+        self,
+        store: Store,
+        chain: Chain,
+        terms: SessionTerms,
+        *,
+        fee_payer_key: str | bytes | None = None,
+        fee_token: str | None = None,
+        now: Callable[[], float] = time.time,
+        refresh_ttl: int = 15,
+        settlement: SettlementPolicy | None = None,
+        reject_lower_vouchers: bool = True,
+        min_deposit: int = 0,
+        tx_timeout: float = 10.0,
+        method: str = "tempo",
+    ) -> None:
+        if terms.fee_payer and fee_payer_key is None:
+            raise ValueError("terms advertise feePayer but no fee_payer_key was given (SES-03)")
+        self.store = store
+        self.chain = chain
+        self.terms = terms
+        self.method = method
+        self.refresh_ttl = refresh_ttl
+        self.settlement = settlement or SettlementPolicy()
+        self.reject_lower_vouchers = reject_lower_vouchers
+        self.tx_timeout = tx_timeout
+        self._now = now
+        self._memo = _Memo()
+        self._settler = Settler(store, chain, self.settlement, now=self.now, tx_timeout=tx_timeout)
+        self._funding = Funding(
+            chain,
+            fee_payer_key=fee_payer_key,
+            fee_token=fee_token,
+            min_deposit=min_deposit,
+            tx_timeout=tx_timeout,
+        )
+
+    def now(self) -> int:
+        return int(self._now())
+
+    # --- dispatch -------------------------------------------------------------------------------
+
+    def handle(
+        self,
+        payload: Mapping[str, Any],
+        *,
+        challenge_id: str,
+        challenge_expires: int | None = None,
+        source: str | None = None,
+        terms: SessionTerms | None = None,
+    ) -> SessionResult:
+        """Process one session credential payload (already HMAC-checked by the HTTP layer).
+
+        `challenge_expires` (unix seconds) bounds an open/topUp tx's `valid_before`; an expired
+        challenge → session/challenge-not-found (AMB-05). `source` is informative only.
+        """
+        terms = terms or self.terms
+        p = parse_payload(payload)  # formats before any ECDSA (SES-42)
+        if challenge_expires is not None and self.now() > challenge_expires:
+            raise ChallengeNotFound("challenge expired")
+        if isinstance(p, VoucherPayload):
+            state = self._voucher(p, terms, challenge_id)
+            return SessionResult("voucher", state, self.receipt(state, challenge_id=challenge_id))
+        if isinstance(p, OpenPayload):
+            state, tx_hash = self._open(p, terms, challenge_id, challenge_expires)
+            return SessionResult(
+                "open",
+                state,
+                self.receipt(state, challenge_id=challenge_id, tx_hash=tx_hash),
+                tx_hash,
+            )
+        if isinstance(p, TopUpPayload):
+            state, tx_hash = self._topup(p, terms, challenge_expires)
+        else:
+            state, tx_hash = self._close(p, terms, challenge_id)
+        action = "topUp" if isinstance(p, TopUpPayload) else "close"
+        receipt = self.receipt(state, challenge_id=challenge_id, tx_hash=tx_hash)
+        return SessionResult(action, state, receipt, tx_hash)
+
+    # --- state lookup and refresh ---------------------------------------------------------------
+
+    def _rules(self, terms: SessionTerms) -> acc.VoucherRules:
+        return acc.VoucherRules(terms.min_voucher_delta, self.reject_lower_vouchers)
+
+    def _check_route(self, state: ChannelState, terms: SessionTerms) -> None:
+        """A channel of another escrow, chain, payee or token does not exist for this route."""
+        if state.escrow != terms.escrow_contract or state.chain_id != terms.chain_id:
+            raise ChannelNotFound("channel belongs to another escrow or chain")
+        if state.payee != terms.recipient or state.token != terms.currency:
+            raise VerificationFailed("channel payee or token does not match this route")
+
+    def _lookup(self, channel_id: str, terms: SessionTerms) -> ChannelState:
+        """The stored state, refreshed on the TTL; an unknown id is looked up on chain once."""
+        state = self.store.get(channel_id)
+        if state is None:
+            state = self._adopt(channel_id, terms)
+        self._check_route(state, terms)
+        return self._refresh_if_stale(state)
+
+    def _adopt(self, channel_id: str, terms: SessionTerms) -> ChannelState:
+        now = self.now()
+        checked = self._memo.missing.get(channel_id)
+        if checked is not None and now - checked < self.refresh_ttl:
+            raise ChannelNotFound("unknown channel")
+        onchain = self.chain.read_channel(terms.escrow_contract, channel_id)
+        if not onchain.exists or onchain.finalized:
+            if len(self._memo.missing) >= _MISSING_CACHE_MAX:
+                self._memo.missing.clear()
+            self._memo.missing[channel_id] = now
+            if onchain.finalized:
+                raise ChannelFinalized("channel is finalized")
+            raise ChannelNotFound("unknown channel")
+        fresh = acc.state_from_chain(
+            onchain, escrow=terms.escrow_contract, chain_id=terms.chain_id, now=now
+        )
+        self._check_route(fresh, terms)
+        adopted = self.store.update(
+            channel_id, lambda cur: Mutation(fresh if cur is None else None)
+        )
+        assert adopted is not None
+        return adopted
+
+    def _refresh_if_stale(self, state: ChannelState) -> ChannelState:
+        now = self.now()
+        if state.finalized or now - state.refreshed_at < self.refresh_ttl:
+            return state
+        attempted = self._memo.refresh_attempt.get(state.channel_id, 0)
+        if now - attempted < self.refresh_ttl:
+            return state
+        self._memo.refresh_attempt[state.channel_id] = now
+        try:
+            return self.refresh(state.channel_id)
+        except ChainUnavailable:
+            # Keep serving from the store during an RPC outage; retried after the TTL.
+            log.warning("chain refresh failed for %s; using stored state", state.channel_id)
+            return state
+
+    def refresh(self, channel_id: str) -> ChannelState:
+        """Re-read the channel from chain and merge it (deposit, settled, close request)."""
+        state = self.store.get(channel_id)
+        if state is None:
+            raise ChannelNotFound("unknown channel")
+        onchain = self.chain.read_channel(state.escrow, state.channel_id)
+        now = self.now()
+        new = self.store.update(channel_id, lambda cur: acc.apply_refresh(cur, onchain, now=now))
+        assert new is not None
+        return new
+
+    def note_close_requested(self, channel_id: str) -> ChannelState:
+        """Hook for a `CloseRequested` event watcher: refresh now and stop serving (SES-21)."""
+        return self.refresh(channel_id)
+
+    # --- voucher --------------------------------------------------------------------------------
+
+    def _recover(self, state: ChannelState, terms: SessionTerms, cum: int, sig: str) -> str:
+        return recover_voucher_signer(
+            state.channel_id,
+            cum,
+            sig,
+            chain_id=state.chain_id,
+            escrow=state.escrow,
+            name=terms.domain_name,
+        )
+
+    def _voucher(self, p: VoucherPayload, terms: SessionTerms, challenge_id: str) -> ChannelState:
+        state = self._lookup(p.channel_id, terms)
+        signer = self._recover(state, terms, p.cumulative_amount, p.signature)
+        signature = _canonical(p.signature)
+        rules, now = self._rules(terms), self.now()
+        new = self.store.update(
+            p.channel_id,
+            lambda cur: acc.apply_voucher(
+                cur,
+                cum=p.cumulative_amount,
+                signature=signature,
+                signer=signer,
+                challenge_id=challenge_id,
+                now=now,
+                rules=rules,
+            ),
+        )
+        assert new is not None
+        return new
+
+    # --- open / topUp ---------------------------------------------------------------------------
+
+    def _open(
+        self, p: OpenPayload, terms: SessionTerms, challenge_id: str, expires: int | None
+    ) -> tuple[ChannelState, str | None]:
+        call, decoded = self._funding.check_open(p, terms, expires)
+        rules = self._rules(terms)
+        if self.store.get(p.channel_id) is not None:
+            # A retried open (or one another server process stored first): the channel is
+            # already funded, so the initial voucher is just a voucher.
+            voucher = VoucherPayload(p.channel_id, p.cumulative_amount, p.signature)
+            return self._voucher(voucher, terms, challenge_id), None
+        fresh = self._funding.expected_state(call, terms, now=self.now())
+        signer = self._recover(fresh, terms, p.cumulative_amount, p.signature)
+        signature = _canonical(p.signature)
+
+        def decide(cur: ChannelState | None, base: ChannelState) -> Mutation:
+            return acc.apply_open(
+                cur,
+                base,
+                cum=p.cumulative_amount,
+                signature=signature,
+                signer=signer,
+                challenge_id=challenge_id,
+                now=self.now(),
+                rules=rules,
+            )
+
+        decide(None, fresh)  # dry run: refuse a bad initial voucher before paying gas
+        onchain, tx_hash = self._funding.broadcast_open(terms, call, decoded)
+        base = acc.state_from_chain(
+            onchain, escrow=terms.escrow_contract, chain_id=terms.chain_id, now=self.now()
+        )
+        new = self.store.update(p.channel_id, lambda cur: decide(cur, base))
+        assert new is not None
+        return new, tx_hash
+
+    def _topup(
+        self, p: TopUpPayload, terms: SessionTerms, expires: int | None
+    ) -> tuple[ChannelState, str]:
+        state = self._lookup(p.channel_id, terms)
+        if state.finalized:
+            raise ChannelFinalized("channel is finalized")
+        onchain, tx_hash = self._funding.topup(p, state, terms, expires)
+        now = self.now()
+        new = self.store.update(p.channel_id, lambda cur: acc.apply_refresh(cur, onchain, now=now))
+        assert new is not None
+        return new, tx_hash
+
+    # --- per-request charging (SES-27, SES-31) --------------------------------------------------
+
+    def charge(
+        self,
+        channel_id: str,
+        cost: int,
+        *,
+        challenge_id: str | None = None,
+        terms: SessionTerms | None = None,
+    ) -> ChannelState:
+        """Deduct `cost` and persist it before the caller delivers (SES-28).
+
+        Raises InsufficientBalance (with requiredTopUp) when `available < cost`. `challenge_id`
+        is accepted for attribution by callers; accounting is per channel (AMB-01).
+        """
+        state = self._lookup(channel_id.lower(), terms or self.terms)
+        now = self.now()
+        new = self.store.update(state.channel_id, lambda cur: acc.apply_charge(cur, cost, now=now))
+        assert new is not None
+        return new
+
+    def need_voucher_event(
+        self, state: ChannelState, cost: int, *, terms: SessionTerms | None = None
+    ) -> dict[str, str]:
+        """SES-31 `payment-need-voucher` data: all four fields as decimal/hex strings.
+
+        The required amount also satisfies minVoucherDelta, so the client's voucher is not
+        refused as too small (SES-23).
+        """
+        delta = (terms or self.terms).min_voucher_delta
+        required = max(state.spent + cost, state.accepted_cumulative + delta)
+        return {
+            "channelId": state.channel_id,
+            "requiredCumulative": str(required),
+            "acceptedCumulative": str(state.accepted_cumulative),
+            "deposit": str(state.deposit),
+        }
+
+    def receipt(
+        self,
+        state: ChannelState,
+        *,
+        challenge_id: str,
+        units: int | None = None,
+        tx_hash: str | None = None,
+    ) -> dict[str, Any]:
+        """SES-33 receipt; `spent` is cumulative for the channel, `units` this request (AMB-13)."""
+        stamp = datetime.fromtimestamp(self._now(), UTC).isoformat(timespec="milliseconds")
+        receipt: dict[str, Any] = {
+            "method": self.method,
+            "intent": "session",
+            "status": "success",
+            "timestamp": stamp.replace("+00:00", "Z"),
+            "reference": state.channel_id,
+            "challengeId": challenge_id,
+            "channelId": state.channel_id,
+            "acceptedCumulative": str(state.accepted_cumulative),
+            "spent": str(state.spent),
+        }
+        if units is not None:
+            receipt["units"] = units
+        if tx_hash is not None:
+            receipt["txHash"] = tx_hash
+        return receipt
+
+    # --- settlement and close -------------------------------------------------------------------
+
+    def settle(self, channel_id: str) -> str | None:
+        """Put the highest stored voucher on chain (SES-35); returns the tx hash, or None."""
+        return self._settler.settle(channel_id.lower())
+
+    def maybe_settle(self) -> dict[str, str]:
+        """Settle every channel the settlement policy says is due; {channelId: txHash}."""
+        return self._settler.maybe_settle()
+
+    def reconcile(self, channel_id: str) -> ChannelState:
+        """After a close whose transaction outcome was unknown: take the chain's word."""
+        return self._settler.reconcile(channel_id.lower())
+
+    def _close(
+        self, p: ClosePayload, terms: SessionTerms, challenge_id: str
+    ) -> tuple[ChannelState, str]:
+        state = self._lookup(p.channel_id, terms)
+        signer = self._recover(state, terms, p.cumulative_amount, p.signature)
+        signature = _canonical(p.signature)
+        now = self.now()
+        frozen = self.store.update(
+            p.channel_id,
+            lambda cur: acc.apply_close(
+                cur,
+                cum=p.cumulative_amount,
+                signature=signature,
+                signer=signer,
+                challenge_id=challenge_id,
+                now=now,
+            ),
+        )
+        assert frozen is not None
+        return self._settler.close(frozen, p.cumulative_amount, signature)
