@@ -10,22 +10,32 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from eth_abi.abi import decode as abi_decode
-from eth_abi.abi import encode as abi_encode
 from eth_hash.auto import keccak
 
 from mpp.core import errors
-from mpp.session.ports import OnChainChannel
-from mpp.session.tempo_tx import (
+from mpp.session.escrow_abi import (
+    CLOSE_GRACE_PERIOD,
+    _selector,
     decode_approve,
     decode_open,
     decode_topup,
     encode_approve,
+    encode_balance_of,
+    encode_close,
+    encode_compute_channel_id,
+    encode_get_channel,
+    encode_get_voucher_digest,
     encode_open,
+    encode_request_close,
+    encode_settle,
     encode_topup,
     encode_transfer,
+    encode_withdraw,
 )
+from mpp.session.ports import OnChainChannel
 
 __all__ = [
+    "CLOSE_GRACE_PERIOD",
     "ERROR_SELECTORS",
     "EVENT_TOPICS",
     "TRANSFER_TOPIC",
@@ -36,6 +46,7 @@ __all__ = [
     "decode_open",
     "decode_topup",
     "encode_approve",
+    "encode_balance_of",
     "encode_close",
     "encode_compute_channel_id",
     "encode_get_channel",
@@ -49,79 +60,6 @@ __all__ = [
     "error_name",
     "revert_error",
 ]
-
-
-def _selector(signature: str) -> bytes:
-    return keccak(signature.encode())[:4]
-
-
-def _b32(value: str | bytes) -> bytes:
-    raw = bytes.fromhex(value[2:]) if isinstance(value, str) else bytes(value)
-    if len(raw) != 32:
-        raise ValueError("expected 32 bytes")
-    return raw
-
-
-def _sig_bytes(signature: str | bytes) -> bytes:
-    return bytes.fromhex(signature[2:]) if isinstance(signature, str) else bytes(signature)
-
-
-# --- functions (ESC-03) -------------------------------------------------------------------------
-
-SETTLE: Final = _selector("settle(bytes32,uint128,bytes)")
-CLOSE: Final = _selector("close(bytes32,uint128,bytes)")
-REQUEST_CLOSE: Final = _selector("requestClose(bytes32)")
-WITHDRAW: Final = _selector("withdraw(bytes32)")
-GET_CHANNEL: Final = _selector("getChannel(bytes32)")
-COMPUTE_CHANNEL_ID: Final = _selector("computeChannelId(address,address,address,bytes32,address)")
-GET_VOUCHER_DIGEST: Final = _selector("getVoucherDigest(bytes32,uint128)")
-CLOSE_GRACE_PERIOD: Final = _selector("CLOSE_GRACE_PERIOD()")
-BALANCE_OF: Final = _selector("balanceOf(address)")
-
-
-def encode_settle(channel_id: str | bytes, cumulative_amount: int, signature: str | bytes) -> bytes:
-    return SETTLE + abi_encode(
-        ["bytes32", "uint128", "bytes"],
-        [_b32(channel_id), cumulative_amount, _sig_bytes(signature)],
-    )
-
-
-def encode_close(channel_id: str | bytes, cumulative_amount: int, signature: str | bytes) -> bytes:
-    return CLOSE + abi_encode(
-        ["bytes32", "uint128", "bytes"],
-        [_b32(channel_id), cumulative_amount, _sig_bytes(signature)],
-    )
-
-
-def encode_request_close(channel_id: str | bytes) -> bytes:
-    return REQUEST_CLOSE + _b32(channel_id)
-
-
-def encode_withdraw(channel_id: str | bytes) -> bytes:
-    return WITHDRAW + _b32(channel_id)
-
-
-def encode_get_channel(channel_id: str | bytes) -> bytes:
-    return GET_CHANNEL + _b32(channel_id)
-
-
-def encode_compute_channel_id(
-    payer: str, payee: str, token: str, salt: str | bytes, authorized_signer: str
-) -> bytes:
-    return COMPUTE_CHANNEL_ID + abi_encode(
-        ["address", "address", "address", "bytes32", "address"],
-        [payer, payee, token, _b32(salt), authorized_signer],
-    )
-
-
-def encode_get_voucher_digest(channel_id: str | bytes, cumulative_amount: int) -> bytes:
-    return GET_VOUCHER_DIGEST + abi_encode(
-        ["bytes32", "uint128"], [_b32(channel_id), cumulative_amount]
-    )
-
-
-def encode_balance_of(owner: str) -> bytes:
-    return BALANCE_OF + abi_encode(["address"], [owner])
 
 
 _CHANNEL_TYPES: Final = [

@@ -10,19 +10,14 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Final
-
-from eth_abi.abi import encode as abi_encode
-from eth_hash.auto import keccak
 
 from mpp.core.errors import ChainUnavailable, ChannelNotFound, PaymentError, TransactionReverted
 from mpp.session import accounting as acc
 from mpp.session.accounting import close_bounds
+from mpp.session.escrow_abi import encode_close, encode_settle
 from mpp.session.ports import Chain, ChannelState, Store, VoucherRecord
 
 __all__ = [
-    "CLOSE_SELECTOR",
-    "SETTLE_SELECTOR",
     "SettlementPolicy",
     "Settler",
     "choose_close_voucher",
@@ -32,24 +27,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-SETTLE_SELECTOR: Final = keccak(b"settle(bytes32,uint128,bytes)")[:4]
-CLOSE_SELECTOR: Final = keccak(b"close(bytes32,uint128,bytes)")[:4]
-
-
-def _call(selector: bytes, channel_id: str, amount: int, signature: str | None) -> bytes:
-    sig = b"" if not signature else bytes.fromhex(signature[2:])
-    args = [bytes.fromhex(channel_id[2:]), amount, sig]
-    return selector + abi_encode(["bytes32", "uint128", "bytes"], args)
-
-
-def encode_settle(channel_id: str, amount: int, signature: str) -> bytes:
-    return _call(SETTLE_SELECTOR, channel_id, amount, signature)
-
-
-def encode_close(channel_id: str, amount: int, signature: str | None) -> bytes:
-    """close(id, cum, sig); with cum == settled the escrow needs no signature (ESC-10)."""
-    return _call(CLOSE_SELECTOR, channel_id, amount, signature)
 
 
 @dataclass(frozen=True)

@@ -21,12 +21,23 @@ from typing import TYPE_CHECKING, Any, Final
 
 import rlp
 from coincurve import PrivateKey, PublicKey
-from eth_abi.abi import decode as abi_decode
-from eth_abi.abi import encode as abi_encode
 from eth_hash.auto import keccak
 from pytempo import Call, TempoTransaction
 
-from mpp.core.errors import VerificationFailed
+from mpp.session.escrow_abi import (  # noqa: F401  (re-exported: the calldata of open/topUp batches)
+    APPROVE_SELECTOR,
+    OPEN_SELECTOR,
+    TOPUP_SELECTOR,
+    TRANSFER_SELECTOR,
+    TempoTxError,
+    decode_approve,
+    decode_open,
+    decode_topup,
+    encode_approve,
+    encode_open,
+    encode_topup,
+    encode_transfer,
+)
 from mpp.session.voucher import SECP256K1_HALF_N, SECP256K1_N, private_key_bytes
 from mpp.session.voucher import channel_id as derive_channel_id
 
@@ -38,83 +49,14 @@ FEE_PAYER_MAGIC: Final = 0x78
 EXPIRING_NONCE_KEY: Final = 2**256 - 1  # TIP-1009 expiring nonces (nonce 0, short valid_before)
 ZERO_ADDRESS: Final = "0x" + "00" * 20
 
-APPROVE_SELECTOR: Final = keccak(b"approve(address,uint256)")[:4]
-OPEN_SELECTOR: Final = keccak(b"open(address,address,uint128,bytes32,address)")[:4]
-TOPUP_SELECTOR: Final = keccak(b"topUp(bytes32,uint256)")[:4]
-TRANSFER_SELECTOR: Final = keccak(b"transfer(address,uint256)")[:4]
 TIP20_TRANSFER_GAS: Final = 300_000  # a TIP-20 transfer to a fresh account on T4 is ~280 k
 
 _MAX_RAW: Final = 64 * 1024  # size cap before decoding (SES-42)
 
 
-class TempoTxError(VerificationFailed):
-    """A 0x76 transaction that cannot be decoded or that does not match the challenge."""
-
-
-# --- calldata (shared with mpp.chain.escrow) ----------------------------------------------------
-
-
-def encode_approve(spender: str, amount: int) -> bytes:
-    return APPROVE_SELECTOR + abi_encode(["address", "uint256"], [spender, amount])
-
-
-def encode_transfer(to: str, amount: int) -> bytes:
-    return TRANSFER_SELECTOR + abi_encode(["address", "uint256"], [to, amount])
-
-
 def transfer_call(token: str, to: str, amount: int) -> Call:
     """token.transfer(to, amount) as a 0x76 call."""
     return Call.create(to=token, data=encode_transfer(to, amount))
-
-
-def encode_open(
-    payee: str, token: str, deposit: int, salt: str | bytes, authorized_signer: str
-) -> bytes:
-    salt_b = bytes.fromhex(salt[2:]) if isinstance(salt, str) else salt
-    return OPEN_SELECTOR + abi_encode(
-        ["address", "address", "uint128", "bytes32", "address"],
-        [payee, token, deposit, salt_b, authorized_signer],
-    )
-
-
-def encode_topup(channel_id: str | bytes, additional_deposit: int) -> bytes:
-    cid = bytes.fromhex(channel_id[2:]) if isinstance(channel_id, str) else channel_id
-    return TOPUP_SELECTOR + abi_encode(["bytes32", "uint256"], [cid, additional_deposit])
-
-
-def _decode_args(data: bytes, selector: bytes, types: list[str], what: str) -> tuple[Any, ...]:
-    if data[:4] != selector:
-        raise TempoTxError(f"{what}: unexpected function selector 0x{data[:4].hex()}")
-    if len(data) != 4 + 32 * len(types):
-        raise TempoTxError(f"{what}: calldata has the wrong length")
-    try:
-        return tuple(abi_decode(types, data[4:], strict=True))
-    except Exception:
-        raise TempoTxError(f"{what}: calldata does not decode") from None
-
-
-def decode_approve(data: bytes) -> tuple[str, int]:
-    spender, amount = _decode_args(data, APPROVE_SELECTOR, ["address", "uint256"], "approve")
-    return str(spender).lower(), int(amount)
-
-
-def decode_open(data: bytes) -> tuple[str, str, int, str, str]:
-    """(payee, token, deposit, salt, authorized_signer), lowercase hex."""
-    payee, token, deposit, salt, signer = _decode_args(
-        data, OPEN_SELECTOR, ["address", "address", "uint128", "bytes32", "address"], "open"
-    )
-    return (
-        str(payee).lower(),
-        str(token).lower(),
-        int(deposit),
-        "0x" + salt.hex(),
-        str(signer).lower(),
-    )
-
-
-def decode_topup(data: bytes) -> tuple[str, int]:
-    cid, amount = _decode_args(data, TOPUP_SELECTOR, ["bytes32", "uint256"], "topUp")
-    return "0x" + cid.hex(), int(amount)
 
 
 # --- building -----------------------------------------------------------------------------------

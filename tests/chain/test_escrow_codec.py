@@ -10,6 +10,7 @@ from mpp.chain import escrow as esc
 from mpp.chain.artifacts import ArtifactError, load_escrow_artifact, parse_artifact
 from mpp.chain.web3chain import FEE_MANAGER, fee_paid
 from mpp.core import errors
+from mpp.session import escrow_abi as abi_calls
 from mpp.session.ports import TxReceipt
 
 
@@ -37,8 +38,9 @@ def test_esc_03_function_selectors_match_protocol_and_artifact() -> None:
     }
     for name, selector in expected.items():
         assert abi[name] == selector, name
-    assert esc.SETTLE.hex() == expected["settle"] and esc.CLOSE.hex() == expected["close"]
-    assert esc.GET_CHANNEL.hex() == expected["getChannel"]
+    assert abi_calls.SETTLE.hex() == expected["settle"]
+    assert abi_calls.CLOSE.hex() == expected["close"]
+    assert abi_calls.GET_CHANNEL.hex() == expected["getChannel"]
     assert esc.encode_request_close("0x" + "00" * 32)[:4].hex() == expected["requestClose"]
     assert esc.encode_withdraw("0x" + "00" * 32)[:4].hex() == expected["withdraw"]
 

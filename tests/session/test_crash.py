@@ -58,10 +58,11 @@ def _serve_until_killed(env: Env, dsn: str, cid: str, point: str) -> list[int]:
         proc.stdin.write(json.dumps(args) + "\n")  # the key travels on stdin, not argv
         proc.stdin.flush()
         for line in proc.stdout:
+            if line.strip() != "done":
+                served.append(json.loads(line)["spent"])  # this unit was served: count it
             if line.strip() == "done" or (point == "random" and len(served) == CHARGES // 3):
                 proc.send_signal(signal.SIGKILL)  # mid-stream, at an arbitrary moment
                 break
-            served.append(json.loads(line)["spent"])
         proc.wait(timeout=60)
         # Units written before the kill but not yet read by us were served too.
         served += [json.loads(x)["spent"] for x in proc.stdout if x.strip() not in ("", "done")]
