@@ -19,6 +19,9 @@ _OWS = re.compile(r"[ \t]*+")
 _SEP = re.compile(r"[ \t,]*+")
 _QUOTED_PLAIN = re.compile(r'"([^"\\]*+)"')
 _HEX = frozenset("0123456789abcdefABCDEF")
+# RFC 9110 §5.6.4: qdtext and quoted-pair exclude CTLs other than HTAB; decoded `\uXXXX` escapes
+# are held to the same rule so that whatever parses can be formatted again (CORE-03).
+_CTL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 
 
 class ScanError(ValueError):
@@ -43,7 +46,15 @@ def _read_quoted(s: str, i: int) -> tuple[str, int]:
     """Read a quoted-string starting at s[i] == '"'; return (unescaped value, next index)."""
     m = _QUOTED_PLAIN.match(s, i)
     if m is not None:
-        return m.group(1), m.end()
+        value, end = m.group(1), m.end()
+    else:
+        value, end = _read_escaped(s, i)
+    if _CTL.search(value) is not None:
+        raise ScanError("control character in quoted-string")
+    return value, end
+
+
+def _read_escaped(s: str, i: int) -> tuple[str, int]:
     n = len(s)
     p = i + 1
     parts: list[str] = []
