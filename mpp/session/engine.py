@@ -238,11 +238,6 @@ class SessionServer:
 
     def _voucher(self, p: VoucherPayload, terms: SessionTerms, challenge_id: str) -> ChannelState:
         state = self._lookup(p.channel_id, terms)
-        if state.finalized:
-            # A row frozen by an earlier close whose outcome was unknown (RPC outage, dropped
-            # tx) would otherwise refuse every retry with 410: take the chain's word first.
-            # An RPC that is still down surfaces as ChainUnavailable (503, Retry-After).
-            state = self._settler.reconcile(state.channel_id)
         signer = self._recover(state, terms, p.cumulative_amount, p.signature)
         signature = _canonical(p.signature)
         rules, now = self._rules(terms), self.now()
