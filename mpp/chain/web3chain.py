@@ -178,7 +178,14 @@ class Web3Chain:
         return esc.decode_channel(channel_id, self.call(escrow, esc.encode_get_channel(channel_id)))
 
     def latest_timestamp(self) -> int:
-        return _int(self.rpc("eth_getBlockByNumber", ["latest", False])["timestamp"])
+        """The chain's "now": the pending block's timestamp (what a node checks `valid_before`
+        against). On an idle anvil the latest block can be minutes old, and after `evm_revert`
+        the chain clock is not the wall clock; fall back to the latest block where a node
+        does not serve "pending"."""
+        block = self.rpc("eth_getBlockByNumber", ["pending", False])
+        if not isinstance(block, dict) or "timestamp" not in block:
+            block = self.rpc("eth_getBlockByNumber", ["latest", False])
+        return _int(block["timestamp"])
 
     def base_fee(self) -> int:
         block = self.rpc("eth_getBlockByNumber", ["latest", False])

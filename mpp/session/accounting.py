@@ -315,6 +315,16 @@ def apply_closed(current: ChannelState | None, captured: int, *, now: int) -> Mu
     return Mutation(new)
 
 
+def apply_freeze(current: ChannelState | None, *, now: int) -> Mutation:
+    """A payee-initiated close: freeze the row (finalized) so no voucher or charge lands while
+    the close transaction is in flight, as `apply_close` does for the payer's close."""
+    if current is None:
+        raise ChannelNotFound("unknown channel")
+    if current.finalized:
+        raise ChannelFinalized("channel is finalized")
+    return Mutation(dataclasses.replace(current, finalized=True, updated_at=now))
+
+
 def apply_close_abort(current: ChannelState | None, *, now: int) -> Mutation:
     """The close transaction failed before reaching chain: unfreeze the row."""
     if current is None:

@@ -380,6 +380,10 @@ class SessionServer:
         """Settle every channel the settlement policy says is due; {channelId: txHash}."""
         return self._settler.maybe_settle()
 
+    def close_channel(self, channel_id: str) -> tuple[ChannelState, str]:
+        """Close a channel on the server's own initiative (idle channels, shutdown)."""
+        return self._settler.close_stored(channel_id.lower())
+
     def reconcile(self, channel_id: str) -> ChannelState:
         """After a close whose transaction outcome was unknown: take the chain's word."""
         return self._settler.reconcile(channel_id.lower())

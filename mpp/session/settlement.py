@@ -155,6 +155,14 @@ class Settler:
         assert final is not None
         return final, tx_hash
 
+    def close_stored(self, channel_id: str) -> tuple[ChannelState, str]:
+        """A payee-initiated cooperative close with the stored vouchers: captures exactly
+        `spent` when a voucher for it is stored, else the highest voucher (AMB-02)."""
+        now = self._now()
+        frozen = self.store.update(channel_id, lambda cur: acc.apply_freeze(cur, now=now))
+        assert frozen is not None
+        return self.close(frozen, frozen.accepted_cumulative, frozen.voucher_signature or "0x")
+
     def reconcile(self, channel_id: str, *, unfreeze: bool = True) -> ChannelState:
         """Re-read the channel; a row frozen by a close that did not happen is unfrozen."""
         state = self.store.get(channel_id)
