@@ -1,0 +1,367 @@
+"""`PaymentAuth`: an httpx.Auth that pays `Payment` challenges with a session Payer.
+
+One generator flow (`auth_flow`) serves httpx.Client and httpx.AsyncClient, like httpx's own
+DigestAuth; the two thin drivers only read the body of a 402 (its problem details). Per request:
+`Accept-Payment` is sent; on 402 the best `tempo/session` challenge is checked (expiry CORE-14,
+body digest CORE-13, TLS CORE-42, spending policy CORE-39) before anything is signed; a known
+channel is reused (SES-04/39) or a new one opened; the request is retried with the credential
+(at most twice: a second time only when the server says the balance fell short). Paid requests
+carry an `Idempotency-Key` (CORE-47); network errors are never retried here, so nothing is paid
+twice behind the caller's back. Receipts: `response.extensions["mpp.receipts"]`, `auth.receipts`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+import uuid
+from collections import deque
+from collections.abc import AsyncGenerator, Callable, Generator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import anyio
+import anyio.to_thread
+import httpx
+
+from mpp.core.challenge import Challenge, parse_challenges
+from mpp.core.credential import Credential
+from mpp.core.digest import check_content_digest
+from mpp.core.errors import PaymentError
+from mpp.core.http import require_secure_url
+from mpp.core.negotiate import rank_challenges
+from mpp.core.receipt import parse_receipt
+from mpp.core.rfc3339 import parse_rfc3339
+from mpp.http.client_stream import PaidAsyncStream, PaidSyncStream
+from mpp.http.sse import is_event_stream
+from mpp.session.payer import Payer, PayerChannel, ReceiptRejected
+from mpp.session.terms import SessionTerms, TermsError
+
+log = logging.getLogger(__name__)
+
+PAID_RETRY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+RECEIPTS_KEY = "mpp.receipts"
+
+
+class PaymentDeclined(PaymentError):
+    """The client will not pay this challenge (nothing was signed or sent)."""
+
+    status = 402
+    problem = "payment-required"
+    title = "Payment declined by the client"
+
+
+@dataclass
+class PaidExchange:
+    """One paid request: its challenge and channel, and the receipts it got."""
+
+    auth: PaymentAuth
+    url: str
+    challenge: Challenge
+    channel_id: str
+    unit_price: int
+    source: str
+    receipts: list[dict[str, Any]] = field(default_factory=list)
+
+    def add_receipt(self, data: Mapping[str, Any]) -> None:
+        receipt = dict(data)
+        self.receipts.append(receipt)
+        self.auth.remember_receipt(receipt)
+
+
+def _problem(response: httpx.Response) -> dict[str, Any]:
+    try:
+        data = json.loads(response.content) if response.content else {}
+    except (ValueError, httpx.ResponseNotRead, RecursionError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _amount(value: object) -> int | None:
+    return int(value) if isinstance(value, str) and value.isdigit() and len(value) < 40 else None
+
+
+class PaymentAuth(httpx.Auth):
+    """Pays `tempo/session` 402s for httpx clients (sync and async)."""
+
+    def __init__(
+        self,
+        payer: Payer,
+        *,
+        allow_insecure: bool = False,
+        deposit: int | None = None,
+        prepay_units: int = 0,
+        topup_amount: int | None = None,
+        voucher_method: str = "POST",
+        accept_payment: str = "tempo/session",
+        on_receipt: Callable[[dict[str, Any]], None] | None = None,
+        timeout: float = 30.0,
+    ) -> None:
+        if voucher_method not in ("POST", "HEAD"):
+            raise ValueError("voucher_method must be POST or HEAD")
+        self.payer = payer
+        self.allow_insecure = allow_insecure
+        self.deposit = deposit
+        self.prepay_units = prepay_units
+        self.topup_amount = topup_amount
+        self.voucher_method = voucher_method
+        self.accept_payment = accept_payment
+        self.on_receipt = on_receipt
+        self.timeout = timeout
+        self.receipts: deque[dict[str, Any]] = deque(maxlen=256)
+        self._lock = threading.Lock()
+        self._sync_client: httpx.Client | None = None
+        self._async_client: httpx.AsyncClient | None = None
+
+    def __repr__(self) -> str:
+        return f"PaymentAuth(payer={self.payer.address!r})"
+
+    # --- the flow -------------------------------------------------------------------------------
+
+    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
+        request.headers.setdefault("Accept-Payment", self.accept_payment)
+        response = yield request
+        exchange: PaidExchange | None = None
+        for _ in range(2):
+            if response.status_code != 402:
+                break
+            exchange = self._pay(request, response, exchange)
+            if exchange is None:
+                return  # nothing we can or may pay: the caller gets the 402
+            response = yield request
+        if exchange is not None and 200 <= response.status_code < 300:
+            self._on_success(response, exchange)
+
+    def sync_auth_flow(
+        self, request: httpx.Request
+    ) -> Generator[httpx.Request, httpx.Response, None]:
+        flow = self.auth_flow(request)
+        request = next(flow)
+        while True:
+            response = yield request
+            if response.status_code == 402:
+                response.read()  # the problem body says what fell short
+            try:
+                request = flow.send(response)
+            except StopIteration:
+                break
+
+    async def async_auth_flow(
+        self, request: httpx.Request
+    ) -> AsyncGenerator[httpx.Request, httpx.Response]:
+        flow = self.auth_flow(request)
+        request = next(flow)
+        while True:
+            response = yield request
+            if response.status_code == 402:
+                await response.aread()
+            try:
+                request = flow.send(response)
+            except StopIteration:
+                break
+
+    # --- choosing and paying --------------------------------------------------------------------
+
+    def _choose(self, response: httpx.Response) -> tuple[Challenge, SessionTerms] | None:
+        try:
+            offered = parse_challenges(response.headers.get_list("www-authenticate"), strict=False)
+        except PaymentError:
+            return None
+        now = time.time()
+        for ch in rank_challenges(offered, self.accept_payment):
+            if (ch.method, ch.intent) != ("tempo", "session"):
+                continue  # CORE-39: unknown intents are unsupported
+            try:
+                terms = SessionTerms.from_request(ch.request)
+                expires = ch.expires_at()
+            except (TermsError, ValueError):
+                continue
+            if expires is not None and expires.timestamp() <= now:
+                continue  # CORE-14: never pay an expired challenge
+            return ch, terms
+        return None
+
+    def _pay(
+        self, request: httpx.Request, response: httpx.Response, previous: PaidExchange | None
+    ) -> PaidExchange | None:
+        chosen = self._choose(response)
+        if chosen is None:
+            return None
+        challenge, terms = chosen
+        require_secure_url(str(request.url), self.allow_insecure)  # CORE-42, before signing
+        if challenge.digest is not None and not check_content_digest(
+            challenge.digest, request.content
+        ):
+            raise PaymentDeclined("challenge digest does not match this request's body")
+        self.payer.policy.check_terms(terms)  # CORE-39, before signing
+        problem = _problem(response)
+        server_spent = _amount(problem.get("spent")) or 0
+        if previous is not None and server_spent == 0 and not problem.get("requiredTopUp"):
+            return None  # the retry failed for another reason: do not pay again
+        cost = terms.amount
+        expires = _unix(challenge.expires)
+        with self._lock:
+            rec = self._reusable(terms, cost, server_spent)
+            if rec is not None:
+                spent = max(rec.spent, rec.settled, server_spent)
+                target = min(spent + cost + self.prepay_units * cost, rec.deposit)
+                payload = self.payer.voucher_payload(rec.channel_id, target)
+            else:
+                payload = self.payer.open_payload(terms, self.deposit, expires=expires)
+        source = f"did:pkh:eip155:{terms.chain_id}:{self.payer.address}"
+        credential = Credential(challenge, payload, source=source)
+        request.headers["Authorization"] = credential.to_header()
+        if request.method in PAID_RETRY_METHODS and "idempotency-key" not in request.headers:
+            request.headers["Idempotency-Key"] = str(uuid.uuid4())
+        cid = str(payload["channelId"])
+        return PaidExchange(self, str(request.url), challenge, cid, cost, source)
+
+    def _reusable(self, terms: SessionTerms, cost: int, server_spent: int) -> PayerChannel | None:
+        rec = self.payer.find_reusable_channel(terms, cost)
+        if rec is not None and rec.deposit - max(rec.spent, server_spent) < cost:
+            return None  # drained: open a new channel (SES-04)
+        return rec
+
+    def _on_success(self, response: httpx.Response, exchange: PaidExchange) -> None:
+        response.extensions[RECEIPTS_KEY] = exchange.receipts
+        header = response.headers.get("payment-receipt")
+        if header:
+            try:
+                exchange.add_receipt(parse_receipt(header).to_json())
+            except PaymentError:
+                log.warning("ignored a malformed Payment-Receipt header")
+        if is_event_stream(response.headers.get("content-type")):
+            if isinstance(response.stream, httpx.AsyncByteStream):
+                response.stream = PaidAsyncStream(response.stream, exchange)
+            elif isinstance(response.stream, httpx.SyncByteStream):
+                response.stream = PaidSyncStream(response.stream, exchange)
+
+    def remember_receipt(self, receipt: dict[str, Any]) -> None:
+        self.receipts.append(receipt)
+        try:
+            with self._lock:
+                self.payer.record_receipt(receipt)
+        except ReceiptRejected as exc:
+            log.warning("receipt rejected: %s", exc)
+        if self.on_receipt is not None:
+            self.on_receipt(receipt)
+
+    # --- management requests: vouchers and topUps on the same URI (SES-34) ----------------------
+
+    def _management_request(self, ex: PaidExchange, payload: dict[str, Any]) -> httpx.Request:
+        credential = Credential(ex.challenge, payload, source=ex.source)
+        headers = {"Authorization": credential.to_header(), "Accept-Payment": self.accept_payment}
+        method = self.voucher_method if payload.get("action") == "voucher" else "POST"
+        return httpx.Request(method, ex.url, headers=headers)
+
+    def _stale(self, ex: PaidExchange, margin: float = 30.0) -> bool:
+        expires = _unix(ex.challenge.expires)
+        return expires is not None and expires - time.time() < margin
+
+    def _take_challenge(self, ex: PaidExchange, response: httpx.Response) -> bool:
+        """A 402 carries a fresh challenge (AMB-05: HEAD refreshes); use it from now on."""
+        chosen = self._choose(response) if response.status_code == 402 else None
+        if chosen is not None:
+            ex.challenge = chosen[0]
+        return chosen is not None
+
+    def _check(self, ex: PaidExchange, response: httpx.Response) -> None:
+        if not 200 <= response.status_code < 300:  # AMB-15: any 2xx is success
+            raise httpx.HTTPStatusError(
+                f"payment management request failed with {response.status_code}",
+                request=response.request,
+                response=response,
+            )
+        header = response.headers.get("payment-receipt")
+        if header:
+            try:
+                ex.add_receipt(parse_receipt(header).to_json())
+            except PaymentError:
+                log.warning("ignored a malformed Payment-Receipt header")
+
+    def _client(self) -> httpx.Client:
+        if self._sync_client is None:
+            self._sync_client = httpx.Client(timeout=self.timeout)
+        return self._sync_client
+
+    def _aclient(self) -> httpx.AsyncClient:
+        if self._async_client is None:
+            self._async_client = httpx.AsyncClient(timeout=self.timeout)
+        return self._async_client
+
+    def _send_sync(self, ex: PaidExchange, build: Callable[[], dict[str, Any]]) -> None:
+        client = self._client()
+        if self._stale(ex):
+            self._take_challenge(ex, client.head(ex.url))
+        payload = build()
+        response = client.send(self._management_request(ex, payload))
+        if response.status_code == 429:  # SES-42: the server's pace, then once more
+            time.sleep(_retry_after(response))
+            response = client.send(self._management_request(ex, payload))
+        if self._take_challenge(ex, response):  # expired meanwhile: once more, re-signed
+            response = client.send(self._management_request(ex, build()))
+        self._check(ex, response)
+
+    async def _send_async(self, ex: PaidExchange, build: Callable[[], dict[str, Any]]) -> None:
+        client = self._aclient()
+        if self._stale(ex):
+            self._take_challenge(ex, await client.head(ex.url))
+        payload = await anyio.to_thread.run_sync(build)
+        response = await client.send(self._management_request(ex, payload))
+        if response.status_code == 429:
+            await anyio.sleep(_retry_after(response))
+            response = await client.send(self._management_request(ex, payload))
+        if self._take_challenge(ex, response):
+            payload = await anyio.to_thread.run_sync(build)
+            response = await client.send(self._management_request(ex, payload))
+        self._check(ex, response)
+
+    def _voucher(self, cid: str, cumulative: int) -> Callable[[], dict[str, Any]]:
+        def build() -> dict[str, Any]:
+            with self._lock:
+                return self.payer.voucher_payload(cid, cumulative)
+
+        return build
+
+    def _topup(self, ex: PaidExchange, cid: str, additional: int) -> Callable[[], dict[str, Any]]:
+        def build() -> dict[str, Any]:
+            expires = _unix(ex.challenge.expires)
+            return self.payer.topup_payload(cid, additional, expires=expires)
+
+        return build
+
+    def send_voucher_sync(self, ex: PaidExchange, cid: str, cumulative: int) -> None:
+        self._send_sync(ex, self._voucher(cid, cumulative))
+
+    async def send_voucher_async(self, ex: PaidExchange, cid: str, cumulative: int) -> None:
+        await self._send_async(ex, self._voucher(cid, cumulative))
+
+    def topup_sync(self, ex: PaidExchange, cid: str, additional: int) -> None:
+        """On-chain topUp through the server (SES-17), then the payer's deposit is raised."""
+        self._send_sync(ex, self._topup(ex, cid, additional))
+        with self._lock:
+            self.payer.confirm_topup(cid, additional)
+
+    async def topup_async(self, ex: PaidExchange, cid: str, additional: int) -> None:
+        await self._send_async(ex, self._topup(ex, cid, additional))
+        with self._lock:
+            self.payer.confirm_topup(cid, additional)
+
+    def close(self) -> None:
+        if self._sync_client is not None:
+            self._sync_client.close()
+
+    async def aclose(self) -> None:
+        if self._async_client is not None:
+            await self._async_client.aclose()
+
+
+def _unix(expires: str | None) -> int | None:
+    return None if expires is None else int(parse_rfc3339(expires).timestamp())
+
+
+def _retry_after(response: httpx.Response, cap: float = 5.0) -> float:
+    value = response.headers.get("retry-after", "1")
+    return min(cap, float(value)) if value.isdigit() else 1.0

@@ -1,0 +1,375 @@
+"""Framework-neutral payment gate: route prices → challenges; credentials → the session engine.
+
+Two steps so an async server keeps its event loop free: `prepare()` is cheap and I/O-free
+(route lookup, CORE-24 single credential, codec, HMAC binding + route check CORE-17/20, body
+digest CORE-13, per-channel voucher rate limit SES-42) and `execute()` calls the synchronous
+session engine (run it in a worker thread). Every protocol decision on a payload is the
+engine's (mpp.session); this module only maps its results and errors onto HTTP answers.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from mpp.core.binding import ChallengeIssuer
+from mpp.core.challenge import Challenge
+from mpp.core.credential import Credential, parse_credential
+from mpp.core.digest import check_content_digest, content_digest
+from mpp.core.errors import (
+    ChallengeNotFound,
+    InvalidChallenge,
+    MalformedCredential,
+    MethodUnsupported,
+    PaymentError,
+    PolicyDenied,
+    RateLimited,
+    VerificationFailed,
+)
+from mpp.core.http import NO_STORE, receipt_cache_control, select_payment_credential
+from mpp.core.problem import ErrorResponse, error_response, payment_required
+from mpp.core.receipt import Receipt
+from mpp.http.idempotency import IdempotencyCache, StoredResponse
+from mpp.http.ratelimit import RateLimiter
+from mpp.session.engine import SessionResult, SessionServer
+from mpp.session.ports import ChannelState, Mutation
+from mpp.session.terms import SessionTerms, TermsError
+
+log = logging.getLogger(__name__)
+
+METHOD, INTENT = "tempo", "session"
+BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
+Headers = Sequence[tuple[str, str]]  # lowercase names
+
+
+@dataclass(frozen=True)
+class Price:
+    """A route's price: `amount` base units per request, or per unit when `unit_type` is set."""
+
+    amount: int
+    unit_type: str | None = None
+    suggested_deposit: int | None = None
+    description: str | None = None
+
+    @property
+    def metered(self) -> bool:
+        return self.unit_type is not None
+
+
+@dataclass(frozen=True)
+class Route:
+    """`path` exact (or a prefix ending in `*`); `methods` are the paid content methods."""
+
+    path: str
+    price: Price
+    methods: frozenset[str] | None = None
+
+    def matches(self, path: str) -> bool:
+        if self.path.endswith("*"):
+            return path.startswith(self.path[:-1])
+        return path == self.path
+
+
+@dataclass(frozen=True)
+class RequestInfo:
+    method: str
+    path: str
+    headers: Headers
+    body: bytes
+
+    def header(self, name: str) -> str | None:
+        for k, v in self.headers:
+            if k == name:
+                return v
+        return None
+
+    def all(self, name: str) -> list[str]:
+        return [v for k, v in self.headers if k == name]
+
+
+@dataclass(frozen=True)
+class Answer:
+    """A response the gate sends itself (402/400/403/410/429, or a management 200)."""
+
+    status: int
+    headers: tuple[tuple[str, str], ...]
+    body: bytes = b""
+
+
+@dataclass
+class Pending:
+    """A parsed, bound credential waiting for the engine."""
+
+    route: Route
+    terms: SessionTerms
+    credential: Credential
+    channel_id: str
+    action: str
+    management: bool
+
+
+@dataclass
+class Paid:
+    """A paid content request: the handler runs; `charged` was deducted before it (fixed)."""
+
+    route: Route
+    terms: SessionTerms
+    challenge: Challenge
+    channel_id: str
+    result: SessionResult
+    charged: int = 0
+    replay: StoredResponse | None = field(default=None)
+
+
+def to_unix(expires: str | None) -> int | None:
+    if expires is None:
+        return None
+    from mpp.core.rfc3339 import parse_rfc3339
+
+    return int(parse_rfc3339(expires).timestamp())
+
+
+def receipt_header(receipt: Mapping[str, Any]) -> str:
+    core = {"status", "method", "timestamp", "reference"}
+    fields = {k: v for k, v in receipt.items() if k not in core}
+    return Receipt(
+        method=str(receipt["method"]),
+        reference=str(receipt["reference"]),
+        timestamp=str(receipt["timestamp"]),
+        fields=fields,
+    ).to_header()
+
+
+def release(engine: SessionServer, channel_id: str, amount: int, *, now: int) -> None:
+    """Give back charged-but-undelivered units (adapter glue: the engine has no refund call).
+
+    Never below `settled`, never on a finalized channel; a crash before this runs leaves the
+    units charged-but-unsent, which DESIGN allows.
+    """
+    if amount <= 0:
+        return
+
+    def decide(cur: ChannelState | None) -> Mutation:
+        if cur is None or cur.finalized:
+            return Mutation(None)
+        back = min(amount, cur.spent - cur.settled)
+        if back <= 0:
+            return Mutation(None)
+        return Mutation(dataclasses.replace(cur, spent=cur.spent - back, updated_at=now))
+
+    engine.store.update(channel_id, decide)
+
+
+class PaymentGate:
+    """Routes and their prices over one SessionServer and one ChallengeIssuer."""
+
+    def __init__(
+        self,
+        engine: SessionServer,
+        issuer: ChallengeIssuer,
+        routes: Sequence[Route] | Mapping[str, Price],
+        *,
+        authorize: Callable[[RequestInfo], bool] | None = None,
+        policy: Callable[[RequestInfo, SessionResult], bool] | None = None,
+        voucher_rate: float | None = 10.0,
+        retry_after: int = 1,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        if isinstance(routes, Mapping):
+            routes = [Route(path, price) for path, price in routes.items()]
+        self.engine = engine
+        self.issuer = issuer
+        self.routes = list(routes)
+        self.authorize = authorize
+        self.policy = policy
+        self.limiter = RateLimiter(voucher_rate) if voucher_rate else None
+        self.retry_after = retry_after
+        self.idempotency = IdempotencyCache(engine.store)
+        self._clock = clock
+        self._terms: dict[Price, SessionTerms] = {}
+        # Charged in the store for units a stream of this process has not sent yet (Meter
+        # reservations): receipts report `spent` without them, so a payer never closes for
+        # more than it received.
+        self.in_flight: dict[str, int] = {}
+
+    # --- routes and challenges ------------------------------------------------------------------
+
+    def route_for(self, path: str) -> Route | None:
+        for route in self.routes:
+            if route.matches(path):
+                return route
+        return None
+
+    def terms_for(self, route: Route) -> SessionTerms:
+        terms = self._terms.get(route.price)
+        if terms is None:
+            base, p = self.engine.terms, route.price
+            terms = dataclasses.replace(
+                base.with_channel(None),
+                amount=p.amount,
+                unit_type=p.unit_type,
+                suggested_deposit=p.suggested_deposit or base.suggested_deposit,
+            )
+            self._terms[route.price] = terms
+        return terms
+
+    def now(self) -> datetime:
+        return datetime.fromtimestamp(self._clock(), UTC)
+
+    def challenge(self, route: Route, info: RequestInfo) -> Challenge:
+        # CORE-13: bind the body of a request that has one.
+        digest = content_digest(info.body) if info.method in BODY_METHODS and info.body else None
+        return self.issuer.issue(
+            method=METHOD,
+            intent=INTENT,
+            request=self.terms_for(route).to_request(),
+            now=self.now(),
+            digest=digest,
+            description=route.price.description,
+        )
+
+    def error(self, exc: PaymentError, route: Route, info: RequestInfo) -> Answer:
+        fresh = [self.challenge(route, info)] if exc.fresh_challenge else []
+        retry = self.retry_after if exc.status in (402, 503) else None
+        if isinstance(exc, RateLimited):
+            retry = int(exc.extensions.get("retryAfter", self.retry_after))
+        resp = error_response(exc, fresh, retry_after=retry, instance=info.path)
+        return _answer(resp)
+
+    def payment_required(self, route: Route, info: RequestInfo) -> Answer:
+        resp = payment_required([self.challenge(route, info)], retry_after=self.retry_after)
+        return _answer(resp)
+
+    # --- step 1: parse and bind (no I/O) --------------------------------------------------------
+
+    def prepare(self, route: Route, info: RequestInfo) -> Pending | Answer | None:
+        """None: serve unpaid (the authorize hook let it through). Answer: respond now."""
+        try:
+            raw = select_payment_credential(info.all("authorization"))  # CORE-24 → 400
+            if raw is None:
+                if self.authorize is not None and self.authorize(info):
+                    return None  # e.g. an API key: no payment, no payment events
+                return self.payment_required(route, info)
+            return self._bind(route, info, parse_credential(raw))
+        except PaymentError as exc:
+            return self.error(exc, route, info)
+
+    def _bind(self, route: Route, info: RequestInfo, cred: Credential) -> Pending:
+        echo = cred.challenge
+        if echo.method != METHOD or echo.intent != INTENT:
+            raise MethodUnsupported("this route accepts tempo/session only")
+        if echo.is_expired(self.now()):
+            raise ChallengeNotFound("challenge expired")  # AMB-05/06 (session)
+        self.issuer.check_binding(echo, now=self.now())  # CORE-17, constant time
+        terms = self.terms_for(route)
+        try:
+            echoed = SessionTerms.from_request(echo.request, domain_name=terms.domain_name)
+        except TermsError:
+            raise InvalidChallenge("challenge request is not this route's") from None
+        if not echoed.same_route(terms):
+            raise InvalidChallenge("challenge was issued for another price or route")  # CORE-20
+        payload = cred.payload
+        action = payload.get("action")
+        cid = payload.get("channelId")
+        if not isinstance(action, str) or not isinstance(cid, str):
+            raise MalformedCredential("payload needs action and channelId")
+        body_less = not info.body and info.method in ("HEAD", "POST")
+        management = info.method == "HEAD" or action in ("topUp", "close")
+        management = management or (body_less and action == "voucher")
+        if not management and echo.digest is not None:
+            if not check_content_digest(echo.digest, info.body):  # CORE-13
+                raise VerificationFailed("request body does not match the challenge digest")
+        if action == "voucher" and self.limiter is not None:
+            wait = self.limiter.acquire(cid.lower())
+            if wait > 0:
+                retry = RateLimiter.retry_after(wait)
+                raise RateLimited("too many vouchers for this channel", retryAfter=retry)
+        return Pending(route, terms, cred, cid.lower(), action, management)
+
+    # --- step 2: the engine (blocking; run in a worker thread) ----------------------------------
+
+    def execute(
+        self, pending: Pending, info: RequestInfo, *, idempotency_key: str | None = None
+    ) -> Paid | Answer:
+        route, cred = pending.route, pending.credential
+        try:
+            result = self.engine.handle(
+                cred.payload,
+                challenge_id=cred.challenge.id,
+                challenge_expires=to_unix(cred.challenge.expires),
+                source=cred.source,
+                terms=pending.terms,
+            )
+            if self.policy is not None and not self.policy(info, result):
+                raise PolicyDenied("payment verified, access denied by policy")  # CORE-28
+            if pending.management:
+                return self.management_answer(result, info)
+            paid = Paid(route, pending.terms, cred.challenge, result.state.channel_id, result)
+            if idempotency_key is not None:
+                scope = self.idempotency.scope(paid.channel_id)
+                paid.replay = self.idempotency.lookup(scope, idempotency_key)
+                if paid.replay is not None:
+                    return paid  # CORE-47/SES-29: no handler, no charge
+            if not route.price.metered and route.price.amount:
+                state = self.engine.charge(paid.channel_id, route.price.amount)  # SES-27/28
+                paid.charged = route.price.amount
+                paid.result = dataclasses.replace(result, state=state)
+            return paid
+        except PaymentError as exc:
+            return self.error(exc, route, info)
+        except (ValueError, TypeError, KeyError) as exc:
+            log.info("rejected payment credential: %s", type(exc).__name__)
+            return self.error(MalformedCredential("payment credential rejected"), route, info)
+
+    def management_answer(self, result: SessionResult, info: RequestInfo) -> Answer:
+        """AMB-15: 200, empty body, receipt (CORE-32/35); never reaches the handler."""
+        receipt = result.receipt
+        if self.in_flight.get(result.state.channel_id):
+            receipt = {**receipt, "spent": str(self.visible(result.state).spent)}
+        headers = (
+            ("payment-receipt", receipt_header(receipt)),
+            ("cache-control", receipt_cache_control(None)),
+            ("content-length", "0"),
+        )
+        return Answer(200, headers)
+
+    def receipt(self, paid: Paid, state: ChannelState | None, units: int | None) -> dict[str, Any]:
+        return self.engine.receipt(
+            self.visible(state or paid.result.state),
+            challenge_id=paid.challenge.id,
+            units=units,
+            tx_hash=paid.result.tx_hash,
+        )
+
+    def visible(self, state: ChannelState) -> ChannelState:
+        held = self.in_flight.get(state.channel_id, 0)
+        if not held:
+            return state
+        return dataclasses.replace(state, spent=max(state.settled, state.spent - held))
+
+    def hold(self, channel_id: str, amount: int) -> None:
+        """Track reserved-but-unsent charges (negative `amount` to let go)."""
+        left = self.in_flight.get(channel_id, 0) + amount
+        if left > 0:
+            self.in_flight[channel_id] = left
+        else:
+            self.in_flight.pop(channel_id, None)
+
+    def release(self, channel_id: str, amount: int) -> None:
+        release(self.engine, channel_id, amount, now=int(self._clock()))
+
+
+def _answer(resp: ErrorResponse) -> Answer:
+    headers = [(k.lower(), v) for k, v in resp.headers]
+    # The openai SDK (and similar) auto-retries 408/409/429/5xx: a paid retry must be the
+    # caller's decision, never a library's.
+    headers.append(("x-should-retry", "false"))
+    if resp.status == 402 and not any(k == "cache-control" for k, _ in headers):
+        headers.append(("cache-control", NO_STORE))  # CORE-34
+    headers.append(("content-length", str(len(resp.body))))
+    return Answer(resp.status, tuple(headers), resp.body)
