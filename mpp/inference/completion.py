@@ -1,0 +1,184 @@
+"""One completion: try the planned providers in order until one yields its first token, then
+stream it, charging the meter for every token before its text is handed on.
+
+Fallback happens only before the first token (nothing has reached the client yet); `timeout_ms`
+bounds each attempt up to that first token and its expiry counts as that provider failing. A
+failure after it is reported as `Failed` and the stream ends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from mpp.inference.api import APIError
+from mpp.inference.chunks import Usage
+from mpp.inference.pricing import UnitCursor
+from mpp.inference.providers.base import (
+    Finish,
+    GenerationParams,
+    ProviderError,
+    ProviderEvent,
+    Start,
+    Token,
+)
+from mpp.inference.registry import ProviderEntry
+
+__all__ = ["Attempt", "Delta", "Done", "Failed", "Meter", "Stopped", "run", "start"]
+
+log = logging.getLogger(__name__)
+
+
+class Meter(Protocol):
+    """Charges whole units before the corresponding output is sent.
+
+    Returns False when the payer stopped paying (no voucher in time): the stream must end.
+    """
+
+    async def charge(self, units: int) -> bool: ...
+
+
+class FreeMeter:
+    """The Bearer (API key) path: nothing to charge."""
+
+    async def charge(self, units: int) -> bool:
+        return True
+
+
+@dataclass(frozen=True, slots=True)
+class Delta:
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class Done:
+    finish_reason: str
+    usage: Usage
+
+
+@dataclass(frozen=True, slots=True)
+class Failed:
+    message: str
+    usage: Usage
+
+
+@dataclass(frozen=True, slots=True)
+class Stopped:
+    """The meter refused (unpaid): end quietly, the payment layer says why."""
+
+    usage: Usage
+
+
+Outcome = Delta | Done | Failed | Stopped
+
+
+@dataclass
+class Attempt:
+    """A provider that has produced its first token (or finished without any)."""
+
+    entry: ProviderEntry
+    events: AsyncIterator[ProviderEvent]
+    buffered: list[ProviderEvent]
+    started: float
+    first_token_at: float
+
+
+async def _until_first(events: AsyncIterator[ProviderEvent]) -> list[ProviderEvent]:
+    out: list[ProviderEvent] = []
+    async for event in events:
+        out.append(event)
+        if isinstance(event, Token | Finish):
+            return out
+    raise ProviderError("provider ended without a Finish")
+
+
+async def _close(events: AsyncIterator[ProviderEvent]) -> None:
+    aclose = getattr(events, "aclose", None)
+    if aclose is not None:
+        try:
+            await aclose()
+        except Exception:  # a broken provider must not break the fallback
+            log.debug("provider stream close failed", exc_info=True)
+
+
+async def start(
+    plan: Sequence[ProviderEntry], params: GenerationParams, timeout_s: float
+) -> Attempt:
+    """The first provider of `plan` that produces a token within `timeout_s`; else 502."""
+    for entry in plan:
+        events = entry.provider.stream(params)
+        began = time.perf_counter()
+        try:
+            buffered = await asyncio.wait_for(_until_first(events), timeout_s)
+        except (ProviderError, TimeoutError) as exc:
+            log.info("provider %s failed before first token: %s", entry.name, type(exc).__name__)
+        except Exception:  # an unexpected provider bug counts as that provider failing
+            log.exception("provider %s raised before first token", entry.name)
+        else:
+            return Attempt(entry, events, buffered, began, time.perf_counter())
+        await _close(events)
+        entry.stats.observe_failure()
+    raise APIError.all_failed(f"All {len(plan)} providers failed for model {params.model!r}.")
+
+
+async def _chained(attempt: Attempt) -> AsyncIterator[ProviderEvent]:
+    for event in attempt.buffered:
+        yield event
+    async for event in attempt.events:
+        yield event
+
+
+async def run(attempt: Attempt, cursor: UnitCursor, meter: Meter) -> AsyncIterator[Outcome]:
+    """Stream one started attempt; always ends with exactly one Done, Failed or Stopped."""
+    prompt = completion = 0
+    last_token_at = attempt.first_token_at
+    stats = attempt.entry.stats
+
+    async def pay() -> bool:
+        units = cursor.due(prompt, completion)
+        if units and not await meter.charge(units):
+            return False
+        cursor.record(units)
+        return True
+
+    try:
+        async for event in _chained(attempt):
+            if isinstance(event, Start):
+                prompt = event.prompt_tokens
+            elif isinstance(event, Token):
+                completion += event.count
+                if not await pay():
+                    yield Stopped(Usage(prompt, completion))
+                    return
+                if event.count:
+                    last_token_at = time.perf_counter()
+                if event.text:
+                    yield Delta(event.text)
+            else:
+                # The provider's own counts are the real ones (upstreams report them only here).
+                prompt = event.prompt_tokens if event.prompt_tokens is not None else prompt
+                completion = max(completion, event.completion_tokens or 0)
+                if not await pay():
+                    yield Stopped(Usage(prompt, completion))
+                    return
+                stats.observe(
+                    attempt.first_token_at - attempt.started,
+                    completion,
+                    last_token_at - attempt.first_token_at,
+                )
+                yield Done(event.reason, Usage(prompt, completion))
+                return
+        raise ProviderError("provider ended without a Finish")
+    except ProviderError as exc:
+        stats.observe_failure()
+        yield Failed(str(exc), Usage(prompt, completion))
+    except Exception:
+        stats.observe_failure()
+        log.exception("provider %s failed mid-stream", attempt.entry.name)
+        yield Failed("provider failed mid-stream", Usage(prompt, completion))
+    finally:
+        await _close(attempt.events)

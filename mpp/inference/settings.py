@@ -1,0 +1,146 @@
+"""Operator settings: the providers, the API keys, the per-token unit price, the payment gate.
+
+`settings_from_config` builds them from a JSON-able mapping (what `serve` reads). API keys are
+given by the *names* of environment variables, so they never appear in a config file or in argv.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from mpp.core.binding import ChallengeIssuer
+from mpp.inference.pricing import Price, default_unit_price
+from mpp.inference.providers.base import Provider
+from mpp.inference.providers.embedded import EmbeddedProvider, GlassModel
+from mpp.inference.providers.upstream import UpstreamProvider
+from mpp.inference.registry import Registry
+from mpp.session.engine import SessionServer
+
+__all__ = ["InferenceSettings", "PaymentConfig", "build_provider", "settings_from_config"]
+
+DEFAULT_MODEL = "glassllm-en"
+
+
+@dataclass(frozen=True)
+class PaymentConfig:
+    """The session side: an `mpp.session.engine.SessionServer` (its terms give currency, recipient,
+    escrow, chain) and an `mpp.core.binding.ChallengeIssuer`. The app builds the `mpp.http`
+    gate and middleware for `/v1/chat/completions` from them."""
+
+    engine: SessionServer
+    issuer: ChallengeIssuer
+    voucher_timeout: float = 60.0
+    reserve_units: int = 32
+    voucher_rate: float | None = 10.0
+
+
+@dataclass
+class InferenceSettings:
+    """Everything `create_app` needs.
+
+    `payment` enables `Authorization: Payment` (None: API keys only). `unit_price` is the base units
+    per metered `llm_token` unit (the 402 `amount`); None → `default_unit_price` of the providers.
+    `suggested_deposit_units` × `unit_price` is the 402 `suggestedDeposit`.
+    """
+
+    registry: Registry
+    api_keys: frozenset[str] = frozenset()
+    payment: PaymentConfig | None = None
+    unit_price: int | None = None
+    suggested_deposit_units: int = 100_000
+    rng: random.Random = field(default_factory=random.Random)
+
+    def __repr__(self) -> str:  # never show keys
+        return (
+            f"InferenceSettings(providers={[e.name for e in self.registry]}, "
+            f"api_keys=<{len(self.api_keys)}>, payment={self.payment is not None})"
+        )
+
+    @property
+    def effective_unit_price(self) -> int:
+        if self.unit_price is not None:
+            return self.unit_price
+        return default_unit_price([e.provider.price for e in self.registry])
+
+    @property
+    def suggested_deposit(self) -> int:
+        return self.suggested_deposit_units * self.effective_unit_price
+
+
+_GLASS: dict[str, GlassModel] = {}
+
+
+def _glass(lang: str) -> GlassModel:
+    # One loaded copy per language per process, shared by every embedded provider.
+    if lang not in _GLASS:
+        _GLASS[lang] = GlassModel(lang)
+    return _GLASS[lang]
+
+
+def _price(spec: Mapping[str, Any]) -> Price:
+    return Price(int(spec["input_price_per_million"]), int(spec["output_price_per_million"]))
+
+
+def _models(spec: Mapping[str, Any]) -> list[str]:
+    models = spec.get("models", [DEFAULT_MODEL])
+    if not isinstance(models, list) or not all(isinstance(m, str) for m in models):
+        raise ValueError("provider models must be a list of strings")
+    return models
+
+
+def build_provider(spec: Mapping[str, Any]) -> Provider:
+    """One provider from its config: `{"kind": "embedded" | "upstream", "name", ...}`."""
+    kind, name = spec.get("kind", "embedded"), str(spec["name"])
+    if kind == "embedded":
+        lang = str(spec.get("lang", "en"))
+        return EmbeddedProvider(
+            name,
+            _models(spec),
+            _price(spec),
+            model=_glass(lang),
+            seed=int(spec.get("seed", 0)),
+            external=bool(spec.get("external", False)),
+            first_token_delay=float(spec.get("first_token_delay", 0.0)),
+            token_delay=float(spec.get("token_delay", 0.0)),
+        )
+    if kind == "upstream":
+        key_env = spec.get("api_key_env")
+        return UpstreamProvider(
+            name,
+            spec.get("model_map") or _models(spec),
+            _price(spec),
+            base_url=str(spec["base_url"]),
+            api_key=os.environ.get(key_env) if isinstance(key_env, str) else None,
+            external=bool(spec.get("external", True)),
+        )
+    raise ValueError(f"unknown provider kind {kind!r}")
+
+
+def settings_from_config(config: Mapping[str, Any]) -> InferenceSettings:
+    """Settings without payment from a mapping; attach `payment` afterwards if wanted."""
+    registry = Registry()
+    specs: Sequence[Mapping[str, Any]] = config.get("providers") or [
+        {"name": "embedded", "input_price_per_million": 100, "output_price_per_million": 200}
+    ]
+    for spec in specs:
+        registry.add(
+            build_provider(spec),
+            expected_ttft_s=spec.get("expected_ttft_s"),
+            expected_tokens_per_s=spec.get("expected_tokens_per_s"),
+        )
+    keys = {
+        os.environ[name]
+        for name in config.get("api_key_envs", [])
+        if isinstance(name, str) and os.environ.get(name)
+    }
+    return InferenceSettings(
+        registry=registry,
+        api_keys=frozenset(keys),
+        unit_price=config.get("unit_price"),
+        suggested_deposit_units=int(config.get("suggested_deposit_units", 100_000)),
+        rng=random.Random(config.get("routing_seed")),
+    )

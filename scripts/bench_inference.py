@@ -1,0 +1,124 @@
+"""Paid vs unpaid streaming with the embedded model, in one run (issue 6 numbers).
+
+    .venv/bin/python scripts/bench_inference.py [--tokens 100] [--rounds 5]
+
+Starts anvil (Tempo mode) + the escrow, one inference server on loopback with the embedded glassllm
+provider, API-key and Payment auth. Alternates Bearer and Payment requests and reports:
+- tokens/s of a streamed completion, paid (Payment) / unpaid (Bearer): goal ratio ≥ 0.9;
+- time to first token added by payment on an already open channel: goal ≤ 5 ms (median).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import httpx
+
+from mpp.chain.devnet import Devnet
+from mpp.core.binding import ChallengeIssuer
+from mpp.http import PaymentAuth
+from mpp.inference import (
+    EmbeddedProvider,
+    InferenceSettings,
+    PaymentConfig,
+    Price,
+    Registry,
+    create_app,
+)
+from mpp.session.engine import SessionServer
+from mpp.session.payer import Payer
+from mpp.session.policy import SpendingPolicy
+from mpp.session.terms import SessionTerms
+from mpp.store.sqlite import SqliteStore
+from tests.inference.servers import MODEL, serve_app
+
+TOKEN = "0x20c0000000000000000000000000000000000000"
+KEY = "sk-bench"
+
+
+def one(client: httpx.Client, url: str, tokens: int) -> tuple[float, float, float]:
+    """(seconds to first content chunk, tokens/s over the whole request, tokens/s after the
+    first token)."""
+    body = {
+        "model": MODEL,
+        "messages": [{"role": "user", "content": "Tell me a story."}],
+        "max_tokens": tokens,
+    }
+    began = time.perf_counter()
+    first = None
+    with client.stream("POST", f"{url}/v1/chat/completions", json=body) as r:
+        assert r.status_code == 200, r.read()
+        for line in r.iter_lines():
+            if first is None and '"content":"' in line and '"content":""' not in line:
+                first = time.perf_counter() - began
+    total = time.perf_counter() - began
+    first = first or total
+    return first, tokens / total, (tokens - 1) / max(total - first, 1e-9)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--tokens", type=int, default=100)
+    ap.add_argument("--rounds", type=int, default=7)
+    args = ap.parse_args()
+    tmp = Path(tempfile.mkdtemp())
+    with Devnet.start() as devnet:
+        payee, payer_account = devnet.new_accounts(2)
+        terms = SessionTerms(
+            amount=2,
+            currency=TOKEN,
+            recipient=payee.address,
+            escrow_contract=devnet.escrow,
+            chain_id=devnet.chain_id,
+        )
+        chain = devnet.chain("0x" + payee.key.hex(), fee_token=TOKEN)
+        engine = SessionServer(SqliteStore(str(tmp / "server.db")), chain, terms)
+        issuer = ChallengeIssuer(b"b" * 48, realm="bench", clock=lambda: datetime.now(UTC))
+        settings = InferenceSettings(
+            registry=Registry([EmbeddedProvider("local", [MODEL], Price(100, 200))]),
+            api_keys=frozenset({KEY}),
+            payment=PaymentConfig(engine, issuer, voucher_rate=None),
+        )
+        payer = Payer(
+            "0x" + payer_account.key.hex(),
+            records_path=tmp / "payer.db",
+            chain=devnet.chain(),
+            policy=SpendingPolicy(max_amount_per_unit=10, max_deposit=10**9),
+        )
+        auth = PaymentAuth(payer, allow_insecure=True, deposit=10**8, prepay_units=256)
+        with serve_app(create_app(settings)) as url:
+            unpaid = httpx.Client(headers={"Authorization": f"Bearer {KEY}"}, timeout=120)
+            paid = httpx.Client(auth=auth, timeout=120)
+            one(paid, url, 4)  # open the channel (not measured)
+            one(unpaid, url, 4)
+            rows: dict[str, list[tuple[float, float, float]]] = {"paid": [], "unpaid": []}
+            for _ in range(args.rounds):
+                rows["unpaid"].append(one(unpaid, url, args.tokens))
+                rows["paid"].append(one(paid, url, args.tokens))
+            paid.close()
+            unpaid.close()
+    tps = {k: statistics.median(r[1] for r in v) for k, v in rows.items()}
+    gen = {k: statistics.median(r[2] for r in v) for k, v in rows.items()}
+    ttft = {k: statistics.median(r[0] for r in v) * 1000 for k, v in rows.items()}
+    print(f"embedded glassllm, {args.tokens} tokens/request, {args.rounds} rounds, medians")
+    print(
+        f"tokens/s  unpaid {tps['unpaid']:.1f}  paid {tps['paid']:.1f}  "
+        f"ratio {tps['paid'] / tps['unpaid']:.3f} (goal >= 0.9)"
+    )
+    print(
+        f"after first token: unpaid {gen['unpaid']:.1f}  paid {gen['paid']:.1f}  "
+        f"ratio {gen['paid'] / gen['unpaid']:.3f}"
+    )
+    print(
+        f"TTFT ms   unpaid {ttft['unpaid']:.2f}  paid {ttft['paid']:.2f}  "
+        f"added {ttft['paid'] - ttft['unpaid']:.2f} ms (goal <= 5 ms)"
+    )
+
+
+if __name__ == "__main__":
+    main()
