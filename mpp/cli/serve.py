@@ -1,0 +1,243 @@
+"""`mpp serve`: the paid OpenAI-compatible inference server.
+
+Settings come from flags, else environment variables, else a TOML file (`--config`, or
+MPP_CONFIG), else defaults. TOML keys (all optional; unknown keys are an error):
+
+    rpc_url, chain_id, escrow, token, store, bind ("host:port"), realm, secret_env,
+    payee_key_env, keystore, password_env, unit_price, suggested_deposit_units,
+    voucher_timeout, min_deposit, fee_payer, settle_every_amount, settle_every_seconds,
+    api_key_envs (list of env var names), routing_seed, [[providers]] tables
+    (mpp.inference.settings.build_provider: kind, name, models, input_price_per_million, ...)
+
+Environment: MPP_RPC_URL, MPP_CHAIN_ID, MPP_ESCROW, MPP_STORE, MPP_BIND, MPP_PAYEE_KEY (or
+the variable named by payee_key_env), MPP_SECRET (HMAC secret for challenges, >= 32 bytes; a
+random one per process when unset). Secrets and keys are only ever named, never written in the
+file. Ready line with --json: {"url", "chainId", "escrowContract", "payee", "currency",
+"unitPrice", "suggestedDeposit", "models", "store"}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+import threading
+import time
+import tomllib
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from types import FrameType
+from typing import Any, Final
+
+from mpp.chain.web3chain import PATH_USD
+from mpp.cli._channel_view import open_server_store
+from mpp.cli._common import (
+    add_key_flags,
+    add_output_flags,
+    address_arg,
+    connect,
+    emit,
+    escrow_of,
+    load_key,
+    step,
+    usage_error,
+)
+from mpp.cli._paid import PaymentOptions, attach_payment, serve_in_thread
+from mpp.inference.settings import settings_from_config
+from mpp.session.settlement import SettlementPolicy
+
+__all__ = ["load_config", "register", "run"]
+
+_KEYS: Final = frozenset(
+    {
+        "rpc_url", "chain_id", "escrow", "token", "store", "bind", "realm", "secret_env",
+        "payee_key_env", "keystore", "password_env", "unit_price", "suggested_deposit_units",
+        "voucher_timeout", "min_deposit", "fee_payer", "settle_every_amount",
+        "settle_every_seconds", "api_key_envs", "routing_seed", "providers",
+    }
+)  # fmt: skip
+# flag dest -> (environment variable, TOML key)
+_SOURCES: Final = {
+    "rpc_url": ("MPP_RPC_URL", "rpc_url"),
+    "chain_id": ("MPP_CHAIN_ID", "chain_id"),
+    "escrow": ("MPP_ESCROW", "escrow"),
+    "store": ("MPP_STORE", "store"),
+    "bind": ("MPP_BIND", "bind"),
+}
+_SETTLE_EVERY: Final = 5.0  # seconds between settlement-policy checks
+
+
+def register(subparsers: Any) -> None:
+    parser: argparse.ArgumentParser = subparsers.add_parser(
+        "serve",
+        help="run the paid inference server",
+        description="Serve POST /v1/chat/completions, charged per token over MPP sessions.",
+    )
+    add_output_flags(parser)
+    parser.add_argument("--config", type=Path, help="TOML settings file (MPP_CONFIG)")
+    parser.add_argument("--rpc-url", help="JSON-RPC URL (MPP_RPC_URL)")
+    parser.add_argument("--chain-id", type=int, help="expected chain id (MPP_CHAIN_ID)")
+    parser.add_argument("--escrow", help="escrow contract (MPP_ESCROW)")
+    parser.add_argument("--token", help="TIP-20 currency (pathUSD)")
+    parser.add_argument("--store", help="store DSN (MPP_STORE; default sqlite:mpp-server.db)")
+    parser.add_argument("--bind", help="host:port (MPP_BIND; default 127.0.0.1:8000)")
+    parser.add_argument("--unit-price", type=int, help="base units per token")
+    parser.add_argument("--suggested-deposit-units", type=int, help="suggestedDeposit / price")
+    parser.add_argument("--realm", help="challenge realm")
+    parser.add_argument(
+        "--api-key-env", action="append", help="env var holding an operator API key (repeatable)"
+    )
+    add_key_flags(parser, "payee")
+    parser.set_defaults(handler=run, key_env=None, password_env=None)
+
+
+def load_config(path: Path | None) -> dict[str, Any]:
+    if path is None:
+        env = os.environ.get("MPP_CONFIG")
+        path = Path(env) if env else None
+    if path is None:
+        return {}
+    try:
+        config = tomllib.loads(path.read_text())
+    except OSError as exc:
+        raise usage_error(f"cannot read config {path}: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise usage_error(f"bad TOML in {path}: {exc}") from None
+    unknown = sorted(set(config) - _KEYS)
+    if unknown:
+        raise usage_error(f"unknown setting(s) in {path}: {', '.join(unknown)}")
+    return config
+
+
+def _resolve(args: argparse.Namespace, config: dict[str, Any]) -> argparse.Namespace:
+    """Flags > environment > TOML > defaults, as a namespace the shared helpers understand."""
+    ns = argparse.Namespace(**vars(args))
+    for dest, (env, key) in _SOURCES.items():
+        if getattr(ns, dest, None) is None:
+            setattr(ns, dest, os.environ.get(env) or config.get(key))
+    ns.key_env = args.key_env or config.get("payee_key_env") or "MPP_PAYEE_KEY"
+    ns.password_env = args.password_env or config.get("password_env") or "MPP_KEYSTORE_PASSWORD"
+    if ns.keystore is None and config.get("keystore"):
+        ns.keystore = Path(str(config["keystore"]))
+    ns.store = ns.store or "sqlite:mpp-server.db"
+    ns.bind = ns.bind or "127.0.0.1:8000"
+    ns.token = address_arg(args.token or config.get("token") or PATH_USD, "token")
+    return ns
+
+
+def _bind(value: str) -> tuple[str, int]:
+    host, _, port = value.rpartition(":")
+    if not host or not port.isdigit() or not 0 <= int(port) < 65536:
+        raise usage_error(f"bad bind address {value!r} (host:port expected)")
+    return host.strip("[]"), int(port)
+
+
+def _secret(config: dict[str, Any]) -> bytes:
+    name = str(config.get("secret_env", "MPP_SECRET"))
+    value = os.environ.get(name)
+    if not value:
+        print(f"mpp: note: {name} is unset; challenges will not survive a restart", file=sys.stderr)
+        return os.urandom(32)
+    if len(value.encode()) < 32:
+        raise usage_error(f"{name} must hold at least 32 bytes")
+    return value.encode()
+
+
+def _inference_config(args: argparse.Namespace, config: dict[str, Any]) -> dict[str, Any]:
+    wanted = ("providers", "routing_seed", "api_key_envs")
+    merged: dict[str, Any] = {k: config[k] for k in wanted if k in config}
+    if args.api_key_env:
+        merged["api_key_envs"] = list(args.api_key_env)
+    for key in ("unit_price", "suggested_deposit_units"):
+        value = getattr(args, key) if getattr(args, key) is not None else config.get(key)
+        if value is not None:
+            merged[key] = int(value)
+    return merged
+
+
+def run(args: argparse.Namespace) -> int:
+    config = load_config(args.config)
+    ns = _resolve(args, config)
+    host, port = _bind(ns.bind)
+    key = load_key(ns)
+    chain = connect(ns, key)
+    escrow = escrow_of(ns, chain)
+    secret = _secret(config)
+    try:
+        with step(args, "loading the model"):
+            settings = settings_from_config(_inference_config(args, config))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise usage_error(f"bad provider settings: {exc}") from None
+    opts = PaymentOptions(
+        escrow=escrow,
+        token=ns.token,
+        secret=secret,
+        realm=str(args.realm or config.get("realm", "mpp-inference")),
+        fee_payer=bool(config.get("fee_payer", False)),
+        min_deposit=int(config.get("min_deposit", 0)),
+        voucher_timeout=float(config.get("voucher_timeout", 60.0)),
+        settlement=SettlementPolicy(
+            config.get("settle_every_amount"), config.get("settle_every_seconds")
+        ),
+    )
+    store = open_server_store(ns.store)
+    try:
+        engine = attach_payment(settings, store, chain, key, opts)
+        with serve_in_thread(settings, host, port) as url, _until_signal() as stop:
+            info = {
+                "url": url,
+                "chainId": chain.chain_id,
+                "escrowContract": escrow,
+                "payee": chain.address,
+                "currency": ns.token,
+                "unitPrice": str(settings.effective_unit_price),
+                "suggestedDeposit": str(settings.suggested_deposit),
+                "models": sorted({m for e in settings.registry for m in e.provider.models}),
+                "store": ns.store.split("://")[0] if "://" in ns.store else ns.store,
+            }
+            emit(args, info, lambda: _ready_text(info))
+            policy = opts.settlement
+            settling = policy.every_amount is not None or policy.every_seconds is not None
+            _wait(stop, engine.maybe_settle if settling else None)
+    finally:
+        store.close()
+    return 0
+
+
+def _ready_text(info: dict[str, Any]) -> str:
+    return (
+        f"Serving paid inference on {info['url']}/v1 (models: {', '.join(info['models'])})\n"
+        f"  payee {info['payee']}, {info['unitPrice']} base units per token, "
+        f"escrow {info['escrowContract']} on chain {info['chainId']}\n"
+        "Press Ctrl-C to stop."
+    )
+
+
+@contextmanager
+def _until_signal() -> Iterator[threading.Event]:
+    """An event set by SIGINT/SIGTERM (installed before the ready line is printed)."""
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield stop
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _wait(stop: threading.Event, settle: Callable[[], object] | None) -> None:
+    """Until `stop`; runs the settlement policy every few seconds when one is set."""
+    last = time.monotonic()
+    while not stop.wait(0.2):
+        if settle is not None and time.monotonic() - last >= _SETTLE_EVERY:
+            last = time.monotonic()
+            try:
+                settle()
+            except Exception as exc:  # keep serving; the next round retries
+                print(f"mpp: warning: settlement failed: {exc}", file=sys.stderr)
