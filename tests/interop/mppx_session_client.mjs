@@ -1,0 +1,97 @@
+// End-to-end peer: mppx 0.11's legacy session client (`tempo.sessionLegacy`, the "Tempo Stream
+// Channel" v1 client) pays one of our servers over SSE, then closes the channel cooperatively.
+//
+//   node mppx_session_client.mjs '<json>'
+//   json = {url, rpcUrl, privateKey, chainId, escrow?, maxDeposit, gas?, streams?}
+//
+// Prints one JSON object per line on stdout: {"kind": "request"|"message"|"receipt"|"close"|
+// "done"|"error", ...}. Exits 0 after "done", 1 after "error". The caller bounds the run time.
+//
+// Through anvil, viem fills gas with eth_fillTransaction, whose estimate ignores a Tempo
+// transaction's `calls` (TOOLCHAIN.md): the transport below raises the filled gas limit (only the
+// gas used is charged). A real Tempo node does not need this.
+
+import { tempo } from 'mppx/client'
+import { createClient, custom, defineChain, http } from 'viem'
+import { privateKeyToAccount } from 'viem/accounts'
+import { tempoLocalnet } from 'viem/chains'
+
+const args = JSON.parse(process.argv[2])
+const out = (kind, data) => process.stdout.write(`${JSON.stringify({ kind, ...data })}\n`)
+
+function gasRaisingTransport(url, minimumGas) {
+  const inner = http(url, { timeout: 10_000 })
+  return (options) => {
+    const base = inner(options)
+    return custom({
+      async request({ method, params }) {
+        const result = await base.request({ method, params })
+        if (method === 'eth_fillTransaction' && result?.tx?.gas !== undefined) {
+          const gas = BigInt(result.tx.gas)
+          if (gas < minimumGas) result.tx.gas = `0x${minimumGas.toString(16)}`
+        }
+        if (method === 'eth_estimateGas' && BigInt(result) < minimumGas)
+          return `0x${minimumGas.toString(16)}`
+        return result
+      },
+    })(options)
+  }
+}
+
+// Every request the client makes, with the credential action it carries (for the test).
+function loggingFetch(input, init = {}) {
+  const headers = new Headers(init.headers ?? {})
+  const auth = headers.get('authorization')
+  let action = null
+  if (auth?.startsWith('Payment ')) {
+    try {
+      action = JSON.parse(Buffer.from(auth.slice(8), 'base64url').toString('utf8')).payload?.action
+    } catch {
+      action = 'unparseable'
+    }
+  }
+  const started = { method: init.method ?? 'GET', action, accept: headers.get('accept') }
+  return fetch(input, init).then((response) => {
+    out('request', { ...started, status: response.status })
+    return response
+  })
+}
+
+async function main() {
+  const chain = defineChain({
+    ...tempoLocalnet,
+    id: args.chainId,
+    name: 'Tempo (anvil)',
+    rpcUrls: { default: { http: [args.rpcUrl] } },
+  })
+  const account = privateKeyToAccount(args.privateKey)
+  const client = createClient({
+    account,
+    chain,
+    transport: gasRaisingTransport(args.rpcUrl, BigInt(args.gas ?? 3_000_000)),
+  })
+  const manager = tempo.sessionLegacy({
+    account,
+    client,
+    maxDeposit: args.maxDeposit,
+    ...(args.escrow ? { escrowContract: args.escrow } : { allowCustomEscrow: true }),
+    fetch: loggingFetch,
+  })
+  for (let i = 0; i < (args.streams ?? 1); i++) {
+    const stream = await manager.sse(args.url, {
+      onReceipt: (receipt) => out('receipt', { receipt }),
+    })
+    for await (const data of stream) out('message', { data, stream: i })
+  }
+  const receipt = await manager.close()
+  out('close', { receipt: receipt ?? null, channelId: manager.channelId ?? null })
+  out('done', {})
+}
+
+main().then(
+  () => process.exit(0),
+  (error) => {
+    out('error', { message: String(error?.message ?? error).slice(0, 2000) })
+    process.exit(1)
+  },
+)
