@@ -5,8 +5,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 
-echo "== ruff"; .venv/bin/ruff check mpp tests scripts
-echo "== ruff format"; .venv/bin/ruff format --check mpp tests scripts
+echo "== ruff"; .venv/bin/ruff check mpp tests scripts examples
+echo "== ruff format"; .venv/bin/ruff format --check mpp tests scripts examples
 echo "== mypy"; .venv/bin/mypy
 echo "== forge test"; bash scripts/forge.sh test
 echo "== pytest"
