@@ -139,7 +139,15 @@ def run_with_crashes(
         done = 0
         stream_time = tokens * token_delay
         for _ in range(crashes):
-            time.sleep(rng.uniform(0.05, max(0.1, stream_time / max(1, crashes))))
+            # Kill while tokens are flowing (a loaded machine can be slow to start streams):
+            # wait, bounded, for progress since the last restart, then at a random moment.
+            before = [c.delivered for c in clients]
+            flowing_by = time.monotonic() + 20
+            while time.monotonic() < flowing_by and not any(
+                b < c.delivered < tokens for c, b in zip(clients, before, strict=True)
+            ):
+                time.sleep(0.01)
+            time.sleep(rng.uniform(0.0, max(0.05, stream_time / 4)))
             if all(not t.is_alive() for t in threads):
                 break
             server.kill()
