@@ -17,7 +17,12 @@ from typing import Any, Final
 from mpp.core.challenge import Challenge, advertised_header
 from mpp.core.digest import check_content_digest
 from mpp.core.encoding import b64url_encode, encode_json_b64, encode_opaque, jcs
-from mpp.core.errors import FormatError, InvalidChallenge, VerificationFailed
+from mpp.core.errors import (
+    ChallengeExpired,
+    FormatError,
+    InvalidChallenge,
+    VerificationFailed,
+)
 from mpp.core.rfc3339 import format_rfc3339, parse_rfc3339, require_aware
 
 MIN_SECRET_BYTES: Final = 32
@@ -224,7 +229,10 @@ class ChallengeIssuer:
         )
 
     def check_binding(self, echo: Challenge, *, now: datetime | None = None) -> None:
-        """Authenticity and freshness only: ours, unexpired, HMAC matches (constant time)."""
+        """Authenticity and freshness only: ours, unexpired, HMAC matches (constant time).
+
+        Expiry raises ChallengeExpired (an InvalidChallenge), checked before the HMAC so an
+        intent can map it (sessions: challenge-not-found, AMB-05/06)."""
         at = self._now(now)
         if echo.realm != self.realm:
             raise InvalidChallenge("challenge realm does not match")
@@ -235,7 +243,7 @@ class ChallengeIssuer:
         except ValueError:
             raise InvalidChallenge("challenge expires is malformed") from None
         if expires <= at:
-            raise InvalidChallenge("challenge expired")  # AMB-06
+            raise ChallengeExpired("challenge expired")  # AMB-06: an InvalidChallenge
         values = _echo_values(echo)
         given = echo.id.encode("utf-8", "surrogatepass")
         ok = hmac.compare_digest(given, _mac(self._key, values).encode("ascii"))

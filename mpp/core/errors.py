@@ -87,6 +87,13 @@ class InvalidChallenge(PaymentError):
     title = "Invalid or expired challenge"
 
 
+class ChallengeExpired(InvalidChallenge):
+    """CORE-14/26: the echoed challenge's `expires` has passed. Still `invalid-challenge` for the
+    core (AMB-06); an intent may map it to its own type (sessions: challenge-not-found, AMB-05)."""
+
+    title = "Challenge expired"
+
+
 class MultipleCredentials(PaymentError):
     """CORE-24: more than one Payment credential in a request."""
 

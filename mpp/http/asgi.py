@@ -6,11 +6,14 @@ close) without calling the app, receipts in the headers of every 2xx (CORE-32/35
 for event streams, a final `payment-receipt` event. A metered handler calls
 `await meter.charge(units)` before it sends each unit; when the balance runs out the stream gets
 one `payment-need-voucher` event and pauses until a voucher for the channel is accepted by any
-request (VoucherWaiters), or ends cleanly after `voucher_timeout` (SES-31).
+request (VoucherWaiters, and through a store's voucher feed any server process), or ends
+cleanly after `voucher_timeout` (SES-31). A new event stream on a channel ends the previous one
+of this process (SES-34). `Idempotency-Key` (CORE-47/SES-29): see mpp.http.idempotency.
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
@@ -21,12 +24,12 @@ import anyio.to_thread
 
 from mpp.core.errors import InsufficientBalance, PaymentError
 from mpp.core.http import receipt_cache_control
-from mpp.http.idempotency import StoredResponse, valid_key
+from mpp.http.idempotency import StoredResponse, fingerprint, valid_key
 from mpp.http.server_core import (
     Answer,
+    IdempotencyKey,
     Paid,
     PaymentGate,
-    Pending,
     RequestInfo,
     receipt_header,
 )
@@ -67,6 +70,7 @@ class Meter:
         self.ended = False
         self.started = False
         self.event_stream = False
+        self.generation = 0  # SES-34: this stream's number on its channel (0: not a stream)
         self.state: ChannelState | None = paid.result.state if paid else None
 
     @property
@@ -84,7 +88,7 @@ class Meter:
         if self.paid is None or self._mw is None:
             self.units += units
             return True
-        if self.ended:
+        if self.ended or self._superseded():
             return False
         cost = units * self.unit_price
         if cost <= self.reserved:
@@ -111,24 +115,37 @@ class Meter:
                 if left <= 0 or not await sub.wait(left):
                     self.ended = True  # SES-31: no voucher in time → end cleanly
                     return False
+                if self._superseded():
+                    return False
+
+    def _superseded(self) -> bool:
+        """SES-34: a newer stream on the same channel ends this one (cleanly)."""
+        if self._mw is None or self.paid is None or not self.generation:
+            return False
+        if self._mw.current_stream(self.paid.channel_id) == self.generation:
+            return False
+        self.ended = True
+        return True
 
     def _consume(self, cost: int, units: int) -> None:
         assert self._mw is not None and self.paid is not None
         self.reserved -= cost
         self.units += units
-        self._mw.gate.hold(self.paid.channel_id, -cost)
+        self._mw.gate.engine.commit(self.paid.channel_id, cost)  # delivered from now on
 
     async def _reserve(self, need: int) -> PaymentError | None:
         """Charge `need` (plus headroom up to `reserve_units`); None on success."""
         assert self._mw is not None and self.paid is not None
         engine, cid = self._mw.gate.engine, self.paid.channel_id
+        challenge_id = self.paid.challenge.id
         hint = self.state.available if self.state is not None else 0
         want = max(need, min(self._mw.reserve_units * self.unit_price, hint))
 
         def run() -> tuple[ChannelState | None, int, PaymentError | None]:
             for amount in dict.fromkeys((want, need)):
                 try:
-                    return engine.charge(cid, amount), amount, None
+                    state = engine.charge(cid, amount, challenge_id=challenge_id, reserve=True)
+                    return state, amount, None
                 except InsufficientBalance as exc:
                     short: PaymentError = exc
                 except PaymentError as exc:
@@ -143,19 +160,17 @@ class Meter:
                 self.ended = True  # finalized / close requested: stop serving (SES-21)
             return error
         self.reserved += amount
-        self._mw.gate.hold(cid, amount)
         return None
 
     async def settle_reservation(self) -> None:
-        """Give back what was reserved but not delivered."""
+        """Give back what was reserved but not delivered (SessionServer.release)."""
         if self.paid is None or self._mw is None or self.reserved <= 0:
             return
         amount, self.reserved = self.reserved, 0
-        gate, cid = self._mw.gate, self.paid.channel_id
-        gate.hold(cid, -amount)
+        engine, cid, chid = self._mw.gate.engine, self.paid.channel_id, self.paid.challenge.id
         with anyio.CancelScope(shield=True):
-            await self._mw.run_fast(lambda: gate.release(cid, amount))
-            self.state = await self._mw.run_fast(lambda: gate.engine.store.get(cid)) or self.state
+            state = await self._mw.run_fast(lambda: engine.release(cid, amount, challenge_id=chid))
+            self.state = state or self.state
 
 
 def get_meter(request: Any) -> Meter:
@@ -183,6 +198,33 @@ class PaymentMiddleware:
         self.reserve_units = max(1, reserve_units)
         self.waiters = waiters or VoucherWaiters()
         self._fast: anyio.CapacityLimiter | None = None
+        self._feed = False  # the store's voucher feed is attached (or absent)
+        self._streams: dict[str, int] = {}  # SES-34: channel → its newest stream's number
+        self._stream_numbers = itertools.count(1)
+
+    def begin_stream(self, channel_id: str) -> int:
+        """SES-34: a new stream on `channel_id` supersedes the previous one of this process;
+        wake it if it is paused so it ends now. (Across processes the older one ends on its
+        own: it runs dry or times out.)"""
+        number = next(self._stream_numbers)
+        if channel_id in self._streams:
+            self.waiters.notify(channel_id)
+        self._streams[channel_id] = number
+        return number
+
+    def current_stream(self, channel_id: str) -> int | None:
+        return self._streams.get(channel_id)
+
+    def end_stream(self, channel_id: str, number: int) -> None:
+        if number and self._streams.get(channel_id) == number:
+            del self._streams[channel_id]
+
+    async def _attach_feed(self) -> None:
+        self._feed = True
+        try:
+            await self.waiters.attach(self.gate.engine.store)
+        except Exception:  # no feed: streams still wake in-process and time out otherwise
+            log.warning("voucher feed unavailable; cross-process wake-ups disabled")
 
     async def run_fast(self, work: Callable[[], T]) -> T:
         """Store-only engine work (vouchers, charges) on ONE worker thread: no SQLite lock
@@ -212,29 +254,16 @@ class PaymentMiddleware:
         if isinstance(pending, Answer):
             await _send_answer(send, pending)
             return
+        if not self._feed:
+            await self._attach_feed()
         key = info.header("idempotency-key")
-        if pending.management or method not in IDEMPOTENT_METHODS or not valid_key(key):
-            key = None
-        cache = self.gate.idempotency
-        if key is None:
-            await self._paid(scope, receive, send, info, pending, None)
-            return
-        space = cache.scope(pending.channel_id)
-        await cache.wait_inflight(space, key)
-        with cache.hold(space, key):
-            await self._paid(scope, receive, send, info, pending, key)
+        idem = None
+        if not pending.management and method in IDEMPOTENT_METHODS and key and valid_key(key):
+            query = bytes(scope.get("query_string", b""))
+            idem = IdempotencyKey(key, fingerprint(method, info.path, query, body))
 
-    async def _paid(
-        self,
-        scope: Scope,
-        receive: Receive,
-        send: Send,
-        info: RequestInfo,
-        pending: Pending,
-        key: str | None,
-    ) -> None:
         def work() -> Paid | Answer:
-            return self.gate.execute(pending, info, idempotency_key=key)
+            return self.gate.execute(pending, info, idempotency=idem)
 
         if pending.action == "voucher":
             outcome = await self.run_fast(work)
@@ -247,11 +276,11 @@ class PaymentMiddleware:
             return
         if pending.action in ("voucher", "topUp", "open"):
             self.waiters.notify(pending.channel_id)
-        if outcome.replay is not None:
+        if outcome.replay is not None:  # CORE-47/SES-29: no handler, no charge
             stored = outcome.replay
             await _send_answer(send, Answer(stored.status, stored.headers, stored.body))
             return
-        await self._serve(scope, receive, send, info, outcome, key)
+        await self._serve(scope, receive, send, info, outcome)
 
     async def _serve(
         self,
@@ -260,9 +289,9 @@ class PaymentMiddleware:
         send: Send,
         info: RequestInfo,
         paid: Paid,
-        key: str | None,
     ) -> None:
         gate = self.gate
+        keep = paid.idempotency is not None
         captured: list[bytes] = []
         held: list[bytes] = []
         start: dict[str, Any] = {}
@@ -275,7 +304,7 @@ class PaymentMiddleware:
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
             except OSError:
                 return False
-            if key is not None:
+            if keep:
                 captured.append(chunk)
             return True
 
@@ -311,7 +340,7 @@ class PaymentMiddleware:
                         await emit(held.pop())
             if kind == "http.response.body" and not message.get("more_body", False):
                 closed = True
-            if key is not None and kind == "http.response.body":
+            if keep and kind == "http.response.body":
                 captured.append(bytes(message.get("body", b"")))
             await send(message)
 
@@ -321,13 +350,23 @@ class PaymentMiddleware:
                 assert meter.insufficient is not None
                 await _send_answer(send, gate.error(meter.insufficient, paid.route, info))
         finally:
+            self.end_stream(paid.channel_id, meter.generation)
             await meter.settle_reservation()
-        status = int(start.get("status", 500))
-        if key is not None and 200 <= status < 300:
-            stored = StoredResponse(status, tuple(start.get("headers", ())), b"".join(captured))
-            await anyio.to_thread.run_sync(
-                gate.idempotency.save, gate.idempotency.scope(paid.channel_id), key, stored
-            )
+            with anyio.CancelScope(shield=True):
+                if start.get("paid_2xx") and paid.idempotency is not None:
+                    # A 2xx was (at least partly) delivered and paid: that is the response a
+                    # duplicate gets, even if the handler failed halfway.
+                    stored = StoredResponse(
+                        int(start["status"]),
+                        tuple(start.get("headers", ())),
+                        b"".join(captured),
+                        paid.idempotency.fingerprint,
+                    )
+                    await self.run_fast(lambda: gate.complete(paid, stored))
+                if paid.charged or paid.idempotency is not None:
+                    # No 2xx started (error status, 402, the handler raised): the fixed price
+                    # goes back and the key is freed for a retry.
+                    await self.run_fast(lambda: gate.abandon(paid))
 
     async def _start(
         self, message: Message, meter: Meter, paid: Paid, start: dict[str, Any], send: Send
@@ -341,17 +380,17 @@ class PaymentMiddleware:
         headers = [(bytes(k).decode("latin-1").lower(), bytes(v).decode("latin-1")) for k, v in raw]
         start["status"] = status
         if not 200 <= status < 300:
-            # No receipt on failures (CORE-33), and the fixed price goes back.
-            if paid.charged:
-                cid, charged = paid.channel_id, paid.charged
-                await self.run_fast(lambda: self.gate.release(cid, charged))
-                paid.charged = 0
+            # No receipt on failures (CORE-33); the fixed price goes back, the key is freed.
+            await self.run_fast(lambda: self.gate.abandon(paid))
             start["headers"] = headers
             await send(message)
             return
         meter.started = True
         meter.event_stream = is_event_stream(_get(headers, "content-type"))
+        if meter.event_stream:
+            meter.generation = self.begin_stream(paid.channel_id)
         start["paid_2xx"] = True
+        await self.run_fast(lambda: self.gate.delivered(paid))  # the fixed price is delivered
         receipt = self.gate.receipt(paid, meter.state, None)
         cache = receipt_cache_control(_get(headers, "cache-control"))
         drop = {"cache-control", "payment-receipt"}

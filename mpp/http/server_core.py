@@ -5,11 +5,15 @@ Two steps so an async server keeps its event loop free: `prepare()` is cheap and
 digest CORE-13, per-channel voucher rate limit SES-42) and `execute()` calls the synchronous
 session engine (run it in a worker thread). Every protocol decision on a payload is the
 engine's (mpp.session); this module only maps its results and errors onto HTTP answers.
+A fixed price is a reservation (`SessionServer.charge(reserve=True)`): committed when a 2xx
+starts, released (`SessionServer.release`) otherwise. An `Idempotency-Key` is reserved in the
+Store before any charge (mpp.http.idempotency).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -22,7 +26,6 @@ from mpp.core.challenge import Challenge
 from mpp.core.credential import Credential, parse_credential
 from mpp.core.digest import check_content_digest, content_digest
 from mpp.core.errors import (
-    ChallengeNotFound,
     InvalidChallenge,
     MalformedCredential,
     MethodUnsupported,
@@ -32,12 +35,17 @@ from mpp.core.errors import (
     VerificationFailed,
 )
 from mpp.core.http import NO_STORE, receipt_cache_control, select_payment_credential
-from mpp.core.problem import ErrorResponse, error_response, payment_required
+from mpp.core.problem import (
+    PROBLEM_CONTENT_TYPE,
+    ErrorResponse,
+    error_response,
+    payment_required,
+)
 from mpp.core.receipt import Receipt
-from mpp.http.idempotency import IdempotencyCache, StoredResponse
+from mpp.http.idempotency import IdempotencyCache, InProgress, Reservation, StoredResponse
 from mpp.http.ratelimit import RateLimiter
 from mpp.session.engine import SessionResult, SessionServer
-from mpp.session.ports import ChannelState, Mutation
+from mpp.session.ports import ChannelState
 from mpp.session.terms import SessionTerms, TermsError
 
 log = logging.getLogger(__name__)
@@ -113,9 +121,19 @@ class Pending:
     management: bool
 
 
+@dataclass(frozen=True)
+class IdempotencyKey:
+    """A request's `Idempotency-Key` and the fingerprint of what it asks for."""
+
+    key: str
+    fingerprint: str
+
+
 @dataclass
 class Paid:
-    """A paid content request: the handler runs; `charged` was deducted before it (fixed)."""
+    """A paid content request: the handler runs. `charged` (the fixed price) is reserved
+    before it, committed when a 2xx starts, released otherwise. `idempotency` is this
+    request's hold on its key; `replay` a stored answer to send instead of running."""
 
     route: Route
     terms: SessionTerms
@@ -124,6 +142,7 @@ class Paid:
     result: SessionResult
     charged: int = 0
     replay: StoredResponse | None = field(default=None)
+    idempotency: Reservation | None = field(default=None)
 
 
 def to_unix(expires: str | None) -> int | None:
@@ -143,26 +162,6 @@ def receipt_header(receipt: Mapping[str, Any]) -> str:
         timestamp=str(receipt["timestamp"]),
         fields=fields,
     ).to_header()
-
-
-def release(engine: SessionServer, channel_id: str, amount: int, *, now: int) -> None:
-    """Give back charged-but-undelivered units (adapter glue: the engine has no refund call).
-
-    Never below `settled`, never on a finalized channel; a crash before this runs leaves the
-    units charged-but-unsent, which DESIGN allows.
-    """
-    if amount <= 0:
-        return
-
-    def decide(cur: ChannelState | None) -> Mutation:
-        if cur is None or cur.finalized:
-            return Mutation(None)
-        back = min(amount, cur.spent - cur.settled)
-        if back <= 0:
-            return Mutation(None)
-        return Mutation(dataclasses.replace(cur, spent=cur.spent - back, updated_at=now))
-
-    engine.store.update(channel_id, decide)
 
 
 class PaymentGate:
@@ -192,10 +191,6 @@ class PaymentGate:
         self.idempotency = IdempotencyCache(engine.store)
         self._clock = clock
         self._terms: dict[Price, SessionTerms] = {}
-        # Charged in the store for units a stream of this process has not sent yet (Meter
-        # reservations): receipts report `spent` without them, so a payer never closes for
-        # more than it received.
-        self.in_flight: dict[str, int] = {}
 
     # --- routes and challenges ------------------------------------------------------------------
 
@@ -263,9 +258,8 @@ class PaymentGate:
         echo = cred.challenge
         if echo.method != METHOD or echo.intent != INTENT:
             raise MethodUnsupported("this route accepts tempo/session only")
-        if echo.is_expired(self.now()):
-            raise ChallengeNotFound("challenge expired")  # AMB-05/06 (session)
-        self.issuer.check_binding(echo, now=self.now())  # CORE-17, constant time
+        # CORE-17 binding; the session decides what an expired challenge is (AMB-05/06).
+        self.engine.check_challenge(self.issuer, echo, now=self.now())
         terms = self.terms_for(route)
         try:
             echoed = SessionTerms.from_request(echo.request, domain_name=terms.domain_name)
@@ -294,7 +288,7 @@ class PaymentGate:
     # --- step 2: the engine (blocking; run in a worker thread) ----------------------------------
 
     def execute(
-        self, pending: Pending, info: RequestInfo, *, idempotency_key: str | None = None
+        self, pending: Pending, info: RequestInfo, *, idempotency: IdempotencyKey | None = None
     ) -> Paid | Answer:
         route, cred = pending.route, pending.credential
         try:
@@ -310,15 +304,24 @@ class PaymentGate:
             if pending.management:
                 return self.management_answer(result, info)
             paid = Paid(route, pending.terms, cred.challenge, result.state.channel_id, result)
-            if idempotency_key is not None:
-                scope = self.idempotency.scope(paid.channel_id)
-                paid.replay = self.idempotency.lookup(scope, idempotency_key)
-                if paid.replay is not None:
-                    return paid  # CORE-47/SES-29: no handler, no charge
-            if not route.price.metered and route.price.amount:
-                state = self.engine.charge(paid.channel_id, route.price.amount)  # SES-27/28
-                paid.charged = route.price.amount
-                paid.result = dataclasses.replace(result, state=state)
+            if idempotency is not None:
+                # CORE-47/SES-29: hold the key BEFORE charging; a duplicate never pays.
+                answer = self._reserve_key(paid, idempotency, info)
+                if answer is not None or paid.replay is not None:
+                    return answer or paid
+            try:
+                if not route.price.metered and route.price.amount:
+                    state = self.engine.charge(  # SES-27/28: reserved until a 2xx starts
+                        paid.channel_id,
+                        route.price.amount,
+                        challenge_id=paid.challenge.id,
+                        reserve=True,
+                    )
+                    paid.charged = route.price.amount
+                    paid.result = dataclasses.replace(result, state=state)
+            except BaseException:
+                self.abandon(paid)
+                raise
             return paid
         except PaymentError as exc:
             return self.error(exc, route, info)
@@ -326,13 +329,50 @@ class PaymentGate:
             log.info("rejected payment credential: %s", type(exc).__name__)
             return self.error(MalformedCredential("payment credential rejected"), route, info)
 
+    def _reserve_key(self, paid: Paid, idem: IdempotencyKey, info: RequestInfo) -> Answer | None:
+        now = self._clock()
+        got = self.idempotency.reserve(paid.channel_id, idem.key, idem.fingerprint, now=now)
+        if isinstance(got, Reservation):
+            paid.idempotency = got
+            return None
+        if isinstance(got, StoredResponse):
+            if got.replayable:
+                paid.replay = got  # no handler, no charge
+                return None
+            return _plain_problem(409, "the original response was too large to replay", info)
+        if isinstance(got, InProgress):
+            if self.idempotency.stale(got, now=now):
+                detail = "an earlier request with this key did not complete; use a new key"
+                return _plain_problem(409, detail, info)
+            detail = "a request with this Idempotency-Key is in progress"
+            return _plain_problem(409, detail, info, retry_after=self.retry_after)
+        return _plain_problem(422, "Idempotency-Key was used for another request", info)
+
+    def abandon(self, paid: Paid) -> None:
+        """Not a success: give the fixed price back and free the Idempotency-Key."""
+        if paid.charged:
+            charged, paid.charged = paid.charged, 0
+            self.engine.release(paid.channel_id, charged, challenge_id=paid.challenge.id)
+        if paid.idempotency is not None:
+            reservation, paid.idempotency = paid.idempotency, None
+            self.idempotency.abandon(reservation)
+
+    def delivered(self, paid: Paid) -> None:
+        """A 2xx starts: the fixed price is delivered (receipts count it from now on)."""
+        if paid.charged:
+            self.engine.commit(paid.channel_id, paid.charged)
+            paid.charged = 0
+
+    def complete(self, paid: Paid, response: StoredResponse) -> None:
+        """A 2xx finished: store it for replays."""
+        if paid.idempotency is not None:
+            reservation, paid.idempotency = paid.idempotency, None
+            self.idempotency.complete(reservation, response)
+
     def management_answer(self, result: SessionResult, info: RequestInfo) -> Answer:
         """AMB-15: 200, empty body, receipt (CORE-32/35); never reaches the handler."""
-        receipt = result.receipt
-        if self.in_flight.get(result.state.channel_id):
-            receipt = {**receipt, "spent": str(self.visible(result.state).spent)}
         headers = (
-            ("payment-receipt", receipt_header(receipt)),
+            ("payment-receipt", receipt_header(result.receipt)),
             ("cache-control", receipt_cache_control(None)),
             ("content-length", "0"),
         )
@@ -340,28 +380,28 @@ class PaymentGate:
 
     def receipt(self, paid: Paid, state: ChannelState | None, units: int | None) -> dict[str, Any]:
         return self.engine.receipt(
-            self.visible(state or paid.result.state),
+            state or paid.result.state,
             challenge_id=paid.challenge.id,
             units=units,
             tx_hash=paid.result.tx_hash,
         )
 
-    def visible(self, state: ChannelState) -> ChannelState:
-        held = self.in_flight.get(state.channel_id, 0)
-        if not held:
-            return state
-        return dataclasses.replace(state, spent=max(state.settled, state.spent - held))
 
-    def hold(self, channel_id: str, amount: int) -> None:
-        """Track reserved-but-unsent charges (negative `amount` to let go)."""
-        left = self.in_flight.get(channel_id, 0) + amount
-        if left > 0:
-            self.in_flight[channel_id] = left
-        else:
-            self.in_flight.pop(channel_id, None)
-
-    def release(self, channel_id: str, amount: int) -> None:
-        release(self.engine, channel_id, amount, now=int(self._clock()))
+def _plain_problem(
+    status: int, detail: str, info: RequestInfo, *, retry_after: int | None = None
+) -> Answer:
+    """A non-payment problem (RFC 9457 `about:blank`): idempotency conflicts (409/422)."""
+    title = {409: "Conflict", 422: "Unprocessable Content"}[status]
+    body = json.dumps(
+        {"type": "about:blank", "title": title, "status": status, "detail": detail,
+         "instance": info.path},
+        separators=(",", ":"),
+    ).encode()  # fmt: skip
+    headers = [("content-type", PROBLEM_CONTENT_TYPE), ("cache-control", NO_STORE)]
+    if retry_after is not None:
+        headers.append(("retry-after", str(retry_after)))
+    headers.append(("content-length", str(len(body))))
+    return Answer(status, tuple(headers), body)
 
 
 def _answer(resp: ErrorResponse) -> Answer:

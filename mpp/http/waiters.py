@@ -5,16 +5,22 @@ voucher or topUp calls `notify(channel_id)`; every waiter of that channel wakes 
 polling. Waiters subscribe *before* their last balance check so a voucher accepted in between
 is never missed.
 
-Scope: one event loop (one server process). A voucher accepted by another server process does
-not wake a stream paused here (it ends after its timeout); several processes need a shared
-notification channel (e.g. PostgreSQL LISTEN/NOTIFY) calling `notify`.
+Scope: one event loop. Across server processes, `attach(store)` subscribes to a store that
+offers the optional voucher feed (ports.VoucherFeed: PostgreSQL LISTEN/NOTIFY, announced in the
+voucher's own transaction) and forwards each channel id from the store's listener thread into
+this loop. SQLite and memory stores have no feed: a voucher accepted by another process does not
+wake a stream paused here (it ends after its timeout), so run one process per SQLite file or
+use PostgreSQL for several.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+import contextlib
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+
+import anyio.to_thread
 
 
 class Subscription:
@@ -42,6 +48,49 @@ class VoucherWaiters:
 
     def __init__(self) -> None:
         self._subs: dict[str, set[Subscription]] = {}
+        self._attached: set[int] = set()
+        self._unsubscribe: list[Callable[[], None]] = []
+        self._attaching: asyncio.Lock | None = None
+
+    async def attach(self, store: object) -> bool:
+        """Forward the store's cross-process voucher feed here (once per store); False when
+        the store has none. Call from the event loop that runs the paused streams."""
+        subscribe = getattr(store, "subscribe_vouchers", None)
+        if subscribe is None:
+            return False
+        if id(store) in self._attached:
+            return True
+        if self._attaching is None:
+            self._attaching = asyncio.Lock()
+        async with self._attaching:  # concurrent first requests wait for one LISTEN
+            if id(store) in self._attached:
+                return True
+            await self._subscribe(subscribe)
+            self._attached.add(id(store))
+        return True
+
+    async def _subscribe(self, subscribe: Callable[..., Callable[[], None]]) -> None:
+        loop = asyncio.get_running_loop()
+
+        def forward(channel_id: str | None) -> None:  # on the store's listener thread
+            with contextlib.suppress(RuntimeError):  # the loop has closed: nobody waits
+                loop.call_soon_threadsafe(self._from_feed, channel_id)
+
+        # Blocks until LISTEN is active, so no voucher after this returns is missed.
+        self._unsubscribe.append(await anyio.to_thread.run_sync(subscribe, forward))
+
+    def detach(self) -> None:
+        for unsubscribe in self._unsubscribe:
+            unsubscribe()
+        self._unsubscribe.clear()
+        self._attached.clear()
+
+    def _from_feed(self, channel_id: str | None) -> None:
+        if channel_id is not None:
+            self.notify(channel_id)
+            return
+        for cid in list(self._subs):  # announcements may have been missed: wake everyone
+            self.notify(cid)
 
     @contextmanager
     def subscribe(self, channel_id: str) -> Iterator[Subscription]:

@@ -38,6 +38,7 @@ __all__ = [
     "apply_closed",
     "apply_open",
     "apply_refresh",
+    "apply_release",
     "apply_settled",
     "apply_voucher",
     "check_open_channel",
@@ -216,6 +217,27 @@ def apply_charge(current: ChannelState | None, cost: int, *, now: int) -> Mutati
     if cost == 0:
         return Mutation(None)
     return Mutation(dataclasses.replace(current, spent=current.spent + cost, updated_at=now))
+
+
+def apply_release(current: ChannelState | None, amount: int, *, now: int) -> Mutation:
+    """SES-30: give back charged-but-undelivered units (an unused streaming reservation, or the
+    fixed price of a request whose handler failed), so `spent` counts what was delivered.
+
+    The floor is what was delivered, which only the caller knows: it must release only units
+    it charged itself and did not send (SessionServer.release enforces that per process).
+    There is deliberately no `settled` floor: settled may exceed spent (we settled the highest
+    voucher, the payer keeps the credit), and clamping at it would bill undelivered units.
+    A finalized row is left alone: its close was validated against this `spent` (AMB-02).
+    """
+    if type(amount) is not int or amount < 0:
+        raise ValueError("amount must be a non-negative int")
+    if current is None:
+        raise ChannelNotFound("unknown channel")
+    if amount > current.spent:
+        raise ValueError("cannot release more than was spent")
+    if amount == 0 or current.finalized:
+        return Mutation(None)
+    return Mutation(dataclasses.replace(current, spent=current.spent - amount, updated_at=now))
 
 
 def apply_refresh(current: ChannelState | None, onchain: OnChainChannel, *, now: int) -> Mutation:

@@ -1,8 +1,10 @@
 """The session server engine: what happens when a session credential or a metered charge arrives.
 
 `SessionServer.handle(payload, challenge_id=...)` dispatches open / topUp / voucher / close
-(tempo v1, PROTOCOL.md §2); `charge()` deducts a request's cost; `receipt()` and
-`need_voucher_event()` render what goes back to the client. The per-channel decisions are the
+(tempo v1, PROTOCOL.md §2); `charge()` deducts a request's cost, optionally as a reservation
+that is later committed (delivered) or released (given back); `receipt()` and
+`need_voucher_event()` render what goes back to the client; `check_challenge()` maps the core's
+challenge errors onto the session's (AMB-05/06). The per-channel decisions are the
 pure functions in mpp.session.accounting, run inside `Store.update`; this module does the I/O
 around them: signature recovery (before the store lock), chain reads on a short TTL, and
 broadcasts for open / topUp (mpp.session.funding) and settle / close.
@@ -13,14 +15,18 @@ Synchronous by design: the ASGI layer calls it from a worker thread.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from mpp.core.binding import ChallengeIssuer
+from mpp.core.challenge import Challenge
 from mpp.core.errors import (
     ChainUnavailable,
+    ChallengeExpired,
     ChallengeNotFound,
     ChannelFinalized,
     ChannelNotFound,
@@ -64,6 +70,38 @@ class _Memo:
     refresh_attempt: dict[str, int] = field(default_factory=dict)
 
 
+class _Holds:
+    """Reserved-but-undelivered charges of THIS process, per channel (SES-30 reservations).
+
+    They are in `spent` in the store (charged before delivery, SES-28) but not yet delivered,
+    so receipts leave them out: a payer never closes for more than it received. In-process by
+    nature: a crash forgets them and leaves them charged-but-unsent, which DESIGN allows.
+    """
+
+    def __init__(self) -> None:
+        self._held: dict[str, int] = {}
+        self._lock = threading.Lock()
+
+    def get(self, cid: str) -> int:
+        with self._lock:
+            return self._held.get(cid, 0)
+
+    def add(self, cid: str, amount: int) -> None:
+        with self._lock:
+            self._held[cid] = self._held.get(cid, 0) + amount
+
+    def take(self, cid: str, amount: int) -> int:
+        """Remove up to `amount`; returns how much was actually held."""
+        with self._lock:
+            held = self._held.get(cid, 0)
+            taken = min(held, max(0, amount))
+            if held - taken > 0:
+                self._held[cid] = held - taken
+            else:
+                self._held.pop(cid, None)
+            return taken
+
+
 def _canonical(signature: str) -> str:
     """65-byte lowercase hex; called after recovery has validated v and low-s (AMB-07)."""
     return signature if len(signature) == 132 else normalize_signature(signature)
@@ -100,6 +138,7 @@ class SessionServer:
         self.tx_timeout = tx_timeout
         self._now = now
         self._memo = _Memo()
+        self._holds = _Holds()
         self._settler = Settler(store, chain, self.settlement, now=self.now, tx_timeout=tx_timeout)
         self._funding = Funding(
             chain,
@@ -150,6 +189,15 @@ class SessionServer:
         action = "topUp" if isinstance(p, TopUpPayload) else "close"
         receipt = self.receipt(state, challenge_id=challenge_id, tx_hash=tx_hash)
         return SessionResult(action, state, receipt, tx_hash)
+
+    @staticmethod
+    def check_challenge(issuer: ChallengeIssuer, echo: Challenge, *, now: datetime) -> None:
+        """CORE-17 binding of an echoed session challenge. The core says `invalid-challenge`
+        for an expired one; for sessions it is `session/challenge-not-found` (AMB-05/06)."""
+        try:
+            issuer.check_binding(echo, now=now)
+        except ChallengeExpired:
+            raise ChallengeNotFound("challenge expired") from None
 
     # --- state lookup and refresh ---------------------------------------------------------------
 
@@ -314,17 +362,52 @@ class SessionServer:
         *,
         challenge_id: str | None = None,
         terms: SessionTerms | None = None,
+        reserve: bool = False,
     ) -> ChannelState:
         """Deduct `cost` and persist it before the caller delivers (SES-28).
 
         Raises InsufficientBalance (with requiredTopUp) when `available < cost`. `challenge_id`
         is accepted for attribution by callers; accounting is per channel (AMB-01).
+        `reserve=True` (SES-30): the units are not delivered yet; the caller then `commit()`s
+        what it delivers and `release()`s the rest, and receipts leave them out meanwhile.
         """
         state = self._lookup(channel_id.lower(), terms or self.terms)
         now = self.now()
         new = self.store.update(state.channel_id, lambda cur: acc.apply_charge(cur, cost, now=now))
         assert new is not None
+        if reserve and cost:
+            self._holds.add(new.channel_id, cost)
         return new
+
+    def commit(self, channel_id: str, amount: int) -> None:
+        """Reserved units were delivered: receipts count them from now on (no store write)."""
+        self._holds.take(channel_id.lower(), amount)
+
+    def release(
+        self, channel_id: str, amount: int, *, challenge_id: str | None = None
+    ) -> ChannelState | None:
+        """Give back reserved units that were not delivered (accounting.apply_release).
+
+        Only what this process reserved and has not committed can be released, so `spent`
+        never drops below what was delivered; the rest of `amount` is ignored. `challenge_id`
+        is for attribution (logs). Returns the new state (None for an unknown channel).
+        """
+        cid = channel_id.lower()
+        back = self._holds.take(cid, amount)
+        if back < amount:
+            log.warning("release of %d on %s exceeds its reservation", amount - back, cid)
+        if back == 0:
+            return self.store.get(cid)
+        now = self.now()
+        log.debug("release %d on %s (challenge %s)", back, cid, challenge_id)
+        try:
+            return self.store.update(cid, lambda cur: acc.apply_release(cur, back, now=now))
+        except ChannelNotFound:
+            return None
+
+    def held(self, channel_id: str) -> int:
+        """Reserved, not yet delivered units of this process on `channel_id`."""
+        return self._holds.get(channel_id.lower())
 
     def need_voucher_event(
         self, state: ChannelState, cost: int, *, terms: SessionTerms | None = None
@@ -351,7 +434,10 @@ class SessionServer:
         units: int | None = None,
         tx_hash: str | None = None,
     ) -> dict[str, Any]:
-        """SES-33 receipt; `spent` is cumulative for the channel, `units` this request (AMB-13)."""
+        """SES-33 receipt; `spent` is cumulative for the channel, `units` this request (AMB-13).
+
+        `spent` leaves out this process's undelivered reservations (SES-30)."""
+        spent = state.spent - min(state.spent, self._holds.get(state.channel_id))
         stamp = datetime.fromtimestamp(self._now(), UTC).isoformat(timespec="milliseconds")
         receipt: dict[str, Any] = {
             "method": self.method,
@@ -362,7 +448,7 @@ class SessionServer:
             "challengeId": challenge_id,
             "channelId": state.channel_id,
             "acceptedCumulative": str(state.accepted_cumulative),
-            "spent": str(state.spent),
+            "spent": str(spent),
         }
         if units is not None:
             receipt["units"] = units

@@ -122,7 +122,26 @@ class Store(Protocol):
         put_idempotent, runs, then replaces the marker with the final response)."""
         ...
 
+    def delete_idempotent(self, scope: str, key: str, expected: bytes) -> bool:
+        """Compare-and-delete: remove the record only while it still equals `expected` (a
+        request frees its own pending marker, never another's); True when removed."""
+        ...
+
     def close(self) -> None: ...
+
+
+class VoucherFeed(Protocol):
+    """Optional Store capability: hear about vouchers accepted by OTHER processes.
+
+    `update` calls that append voucher rows (an accepted voucher, an open, a close) announce
+    the channel id once they commit; `subscribe_vouchers(callback)` calls `callback(channel_id)`
+    for each, from a listener thread, and `callback(None)` when announcements may have been
+    missed (the listener reconnected): wake everything. Returns an unsubscribe function.
+    PostgreSQL implements it (LISTEN/NOTIFY); SQLite and memory do not (one process's
+    wake-ups stay in-process, mpp.http.waiters).
+    """
+
+    def subscribe_vouchers(self, callback: Callable[[str | None], None]) -> Callable[[], None]: ...
 
 
 @dataclass(frozen=True)

@@ -85,5 +85,13 @@ class MemoryStore:
             self._check_open()
             self._idem[(scope, key)] = bytes(response)
 
+    def delete_idempotent(self, scope: str, key: str, expected: bytes) -> bool:
+        with self._meta:
+            self._check_open()
+            if self._idem.get((scope, key)) != bytes(expected):
+                return False
+            del self._idem[(scope, key)]
+            return True
+
     def close(self) -> None:
         self._closed = True

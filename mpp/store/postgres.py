@@ -11,10 +11,21 @@ Connections: one per thread (base.PerThread), autocommit with explicit transacti
 prepares the hot statements automatically after a few executions.
 
 Amounts are NUMERIC(39,0) (uint128 has 39 decimal digits), never floats.
+
+Voucher feed (ports.VoucherFeed): an `update` that appends voucher rows also runs
+`pg_notify('mpp_vouchers', channel_id)` in its transaction, so the announcement goes out when,
+and only if, the acceptance commits. `subscribe_vouchers` starts one listener thread per store
+(its own connection, `LISTEN`, blocking on the socket: no polling) that hands each channel id to
+the subscribers; it reconnects after a lost connection and then reports `None` ("may have missed
+some"). It is stopped by a NOTIFY on its private channel from `close()`.
 """
 
 from __future__ import annotations
 
+import logging
+import os
+import threading
+import uuid
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -23,7 +34,10 @@ import psycopg
 from mpp.session.ports import ChannelState, Mutation, VoucherRecord
 from mpp.store.base import PerThread, check_mutation, normalize_id
 
+log = logging.getLogger(__name__)
+
 SCHEMA_VERSION = 1
+VOUCHER_CHANNEL = "mpp_vouchers"  # NOTIFY channel; payload: the lowercase channel id
 _SCHEMA_LOCK = 0x6D7070  # advisory lock id for schema creation ("mpp")
 
 _SCHEMA = (
@@ -134,6 +148,8 @@ class PostgresStore:
         self._connect_timeout = connect_timeout
         # Reconnect when a connection broke (server restart): `closed` is then True.
         self._conns = PerThread(self._connect, lambda conn: not conn.closed)
+        self._listener: _Listener | None = None
+        self._listener_lock = threading.Lock()
         conn = self._conn()
         with conn.transaction():
             # Concurrent CREATE TABLE IF NOT EXISTS can still collide in the catalogs.
@@ -200,6 +216,8 @@ class PostgresStore:
                                 for v in rows
                             ],
                         )  # fmt: skip
+                        # Delivered at COMMIT, never for a rolled-back acceptance.
+                        cur.execute("SELECT pg_notify(%s, %s)", (VOUCHER_CHANNEL, cid))
                 return current
             except psycopg.OperationalError:
                 # A connection that died before anything was decided (idle connection killed
@@ -243,5 +261,95 @@ class PostgresStore:
             (scope, key, bytes(response)),
         )
 
+    def delete_idempotent(self, scope: str, key: str, expected: bytes) -> bool:
+        cur = self._conn().execute(
+            "DELETE FROM mpp_idempotency WHERE scope = %s AND key = %s AND response = %s",
+            (scope, key, bytes(expected)),
+        )
+        return cur.rowcount == 1
+
+    def subscribe_vouchers(self, callback: Callable[[str | None], None]) -> Callable[[], None]:
+        """ports.VoucherFeed: `callback(channel_id)` for vouchers committed by any process."""
+        with self._listener_lock:
+            if self._conns.closed:
+                raise RuntimeError("store is closed")
+            if self._listener is None or self._listener.pid != os.getpid():
+                self._listener = _Listener(self.dsn, self._connect_timeout)
+            listener = self._listener
+        listener.add(callback)
+        return lambda: listener.remove(callback)
+
     def close(self) -> None:
+        with self._listener_lock:
+            listener, self._listener = self._listener, None
+        if listener is not None and listener.pid == os.getpid():
+            listener.stop()
         self._conns.close_all()
+
+
+class _Listener:
+    """One LISTEN connection in a daemon thread, fanning notifications out to callbacks."""
+
+    def __init__(self, dsn: str, connect_timeout: int) -> None:
+        self.dsn = dsn
+        self.pid = os.getpid()
+        self._timeout = connect_timeout
+        self._stop_channel = "mpp_stop_" + uuid.uuid4().hex
+        self._callbacks: list[Callable[[str | None], None]] = []
+        self._lock = threading.Lock()
+        self._stopping = threading.Event()
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="mpp-pg-listen", daemon=True)
+        self._thread.start()
+        # Subscribers rely on LISTEN being active once subscribe returns (no lost wake-up).
+        if not self._ready.wait(connect_timeout + 5):
+            log.warning("voucher listener not ready; cross-process wake-ups may be late")
+
+    def add(self, callback: Callable[[str | None], None]) -> None:
+        with self._lock:
+            self._callbacks.append(callback)
+
+    def remove(self, callback: Callable[[str | None], None]) -> None:
+        with self._lock:
+            if callback in self._callbacks:
+                self._callbacks.remove(callback)
+
+    def _fire(self, channel_id: str | None) -> None:
+        with self._lock:
+            callbacks = list(self._callbacks)
+        for callback in callbacks:
+            try:
+                callback(channel_id)
+            except Exception:  # a subscriber's bug must not kill the feed
+                log.exception("voucher subscriber failed")
+
+    def _run(self) -> None:
+        connected_before = False
+        while not self._stopping.is_set():
+            try:
+                with psycopg.connect(
+                    self.dsn, autocommit=True, connect_timeout=self._timeout
+                ) as conn:
+                    conn.execute(f"LISTEN {VOUCHER_CHANNEL}")
+                    conn.execute(f"LISTEN {self._stop_channel}")
+                    self._ready.set()
+                    if connected_before:
+                        self._fire(None)  # announcements may have been missed meanwhile
+                    connected_before = True
+                    for note in conn.notifies():
+                        if note.channel == self._stop_channel or self._stopping.is_set():
+                            return
+                        if note.payload:
+                            self._fire(note.payload)
+            except psycopg.Error:
+                log.warning("voucher listener lost its connection; reconnecting")
+                self._stopping.wait(1.0)
+
+    def stop(self) -> None:
+        self._stopping.set()
+        try:
+            with psycopg.connect(self.dsn, autocommit=True, connect_timeout=self._timeout) as c:
+                c.execute("SELECT pg_notify(%s, '')", (self._stop_channel,))
+        except psycopg.Error:
+            pass  # the listener's own connection is broken too: it sees `_stopping`
+        self._thread.join(5)

@@ -246,6 +246,13 @@ class SqliteStore:
             (scope, key, bytes(response)),
         )
 
+    def delete_idempotent(self, scope: str, key: str, expected: bytes) -> bool:
+        cur = self._conn().execute(
+            "DELETE FROM idempotency WHERE scope = ? AND key = ? AND response = ?",
+            (scope, key, bytes(expected)),
+        )
+        return cur.rowcount == 1
+
     def close(self) -> None:
         self._conns.close_all()
 

@@ -215,6 +215,18 @@ def test_ses29_idempotency_reserve_then_replace(store: Store) -> None:
     assert store.get_idempotent("c", "new") == b"direct"
 
 
+def test_ses29_idempotency_compare_and_delete(store: Store) -> None:
+    """SES-29: a request frees only its own pending marker, so a failed request lets the
+    client retry with the same key, and never erases another request's record."""
+    assert store.put_idempotent("c", "k", b"pending-A") is True
+    assert store.delete_idempotent("c", "k", b"pending-B") is False
+    assert store.get_idempotent("c", "k") == b"pending-A"
+    assert store.delete_idempotent("c", "k", b"pending-A") is True
+    assert store.get_idempotent("c", "k") is None
+    assert store.delete_idempotent("c", "k", b"pending-A") is False
+    assert store.put_idempotent("c", "k", b"pending-B") is True  # the key is free again
+
+
 def test_ses29_idempotency_concurrent_put_has_one_winner(store: Store) -> None:
     barrier = threading.Barrier(8)
     results: dict[int, bool] = {}
