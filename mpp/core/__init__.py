@@ -25,6 +25,7 @@ from mpp.core.encoding import b64url_decode, b64url_encode, encode_json_b64, jcs
 from mpp.core.errors import (
     PROBLEM_BASE,
     AcceptPaymentParseError,
+    ChallengeExpired,
     ChallengeParseError,
     CredentialTooLarge,
     FormatError,
@@ -80,6 +81,7 @@ __all__ = [
     "AcceptPaymentParseError",
     "AcceptRange",
     "Challenge",
+    "ChallengeExpired",
     "ChallengeIssuer",
     "ChallengeParseError",
     "Credential",

@@ -15,7 +15,6 @@ Synchronous by design: the ASGI layer calls it from a worker thread.
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -34,6 +33,7 @@ from mpp.core.errors import (
 )
 from mpp.session import accounting as acc
 from mpp.session.funding import Funding
+from mpp.session.holds import Holds
 from mpp.session.payloads import (
     ClosePayload,
     OpenPayload,
@@ -68,38 +68,6 @@ class _Memo:
     # In-process only (never relied on for correctness): throttles chain reads.
     missing: dict[str, int] = field(default_factory=dict)  # unknown ids → when checked
     refresh_attempt: dict[str, int] = field(default_factory=dict)
-
-
-class _Holds:
-    """Reserved-but-undelivered charges of THIS process, per channel (SES-30 reservations).
-
-    They are in `spent` in the store (charged before delivery, SES-28) but not yet delivered,
-    so receipts leave them out: a payer never closes for more than it received. In-process by
-    nature: a crash forgets them and leaves them charged-but-unsent, which DESIGN allows.
-    """
-
-    def __init__(self) -> None:
-        self._held: dict[str, int] = {}
-        self._lock = threading.Lock()
-
-    def get(self, cid: str) -> int:
-        with self._lock:
-            return self._held.get(cid, 0)
-
-    def add(self, cid: str, amount: int) -> None:
-        with self._lock:
-            self._held[cid] = self._held.get(cid, 0) + amount
-
-    def take(self, cid: str, amount: int) -> int:
-        """Remove up to `amount`; returns how much was actually held."""
-        with self._lock:
-            held = self._held.get(cid, 0)
-            taken = min(held, max(0, amount))
-            if held - taken > 0:
-                self._held[cid] = held - taken
-            else:
-                self._held.pop(cid, None)
-            return taken
 
 
 def _canonical(signature: str) -> str:
@@ -138,7 +106,7 @@ class SessionServer:
         self.tx_timeout = tx_timeout
         self._now = now
         self._memo = _Memo()
-        self._holds = _Holds()
+        self._holds = Holds()
         self._settler = Settler(store, chain, self.settlement, now=self.now, tx_timeout=tx_timeout)
         self._funding = Funding(
             chain,
