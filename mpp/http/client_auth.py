@@ -1,13 +1,26 @@
 """`PaymentAuth`: an httpx.Auth that pays `Payment` challenges with a session Payer.
 
 One generator flow (`auth_flow`) serves httpx.Client and httpx.AsyncClient, like httpx's own
-DigestAuth; the two thin drivers only read the body of a 402 (its problem details). Per request:
-`Accept-Payment` is sent; on 402 the best `tempo/session` challenge is checked (expiry CORE-14,
-body digest CORE-13, TLS CORE-42, spending policy CORE-39) before anything is signed; a known
-channel is reused (SES-04/39) or a new one opened; the request is retried with the credential
-(at most twice: a second time only when the server says the balance fell short). Paid requests
-carry an `Idempotency-Key` (CORE-47); network errors are never retried here, so nothing is paid
-twice behind the caller's back. Receipts: `response.extensions["mpp.receipts"]`, `auth.receipts`.
+DigestAuth; the two thin drivers only read the body of a 402/410 (its problem details). Per
+request: `Accept-Payment` is sent; on 402 the best `tempo/session` challenge is checked (expiry
+CORE-14, body digest CORE-13, TLS CORE-42, spending policy CORE-39) before anything is signed; a
+known channel is reused (SES-04/39) or a new one opened; the request is retried with the
+credential (at most twice: a second time only when the server says the balance fell short, or
+that it holds more than our records on a channel that then is set aside).
+
+Pay ahead (AMB-05: a session challenge serves many credentials until `expires`): the last
+challenge that paid for (origin, path, method) is kept, and while it is unexpired (CORE-14) and
+an open channel fits its terms (SES-04), the FIRST attempt already carries a `voucher`
+credential (cumulative = spent + price, plus the prepay window), so a paid request on an open
+channel is one round trip. A body-bound challenge (`digest`, CORE-13) only fits the same body;
+for another body a digest-free one is fetched once with `HEAD` (AMB-05). If the server answers
+402/410 anyway (challenge expired or rotated, price changed, balance short, channel closed),
+the ordinary flow above runs once on that answer: vouchers are cumulative and the payer never
+signs below what it signed, so re-signing never pays twice.
+
+Paid requests carry an `Idempotency-Key` (CORE-47); network errors are never retried here, so
+nothing is paid twice behind the caller's back. Receipts: `response.extensions["mpp.receipts"]`,
+`auth.receipts`.
 """
 
 from __future__ import annotations
@@ -29,20 +42,24 @@ import httpx
 from mpp.core.challenge import Challenge, parse_challenges
 from mpp.core.credential import Credential
 from mpp.core.digest import check_content_digest
-from mpp.core.errors import PaymentError
+from mpp.core.errors import InsecureTransport, PaymentError
 from mpp.core.http import require_secure_url
 from mpp.core.negotiate import rank_challenges
 from mpp.core.receipt import parse_receipt
 from mpp.core.rfc3339 import parse_rfc3339
 from mpp.http.client_stream import PaidAsyncStream, PaidSyncStream
 from mpp.http.sse import is_event_stream
-from mpp.session.payer import Payer, PayerChannel, ReceiptRejected
+from mpp.session.payer import Payer, PayerChannel, PayerError, ReceiptRejected
+from mpp.session.policy import PolicyViolation
 from mpp.session.terms import SessionTerms, TermsError
 
 log = logging.getLogger(__name__)
 
 PAID_RETRY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 RECEIPTS_KEY = "mpp.receipts"
+REUSE_MARGIN = 5.0  # seconds a cached challenge must still have before `expires` (CORE-14)
+MAX_CACHED = 256  # cached challenges (one per origin, path and method)
+RouteKey = tuple[str, str, str]
 
 
 class PaymentDeclined(PaymentError):
@@ -64,6 +81,7 @@ class PaidExchange:
     unit_price: int
     source: str
     receipts: list[dict[str, Any]] = field(default_factory=list)
+    key: RouteKey | None = None  # where the challenge is cached once it paid
 
     def add_receipt(self, data: Mapping[str, Any]) -> None:
         receipt = dict(data)
@@ -81,6 +99,31 @@ def _problem(response: httpx.Response) -> dict[str, Any]:
 
 def _amount(value: object) -> int | None:
     return int(value) if isinstance(value, str) and value.isdigit() and len(value) < 40 else None
+
+
+def route_key(url: httpx.URL, method: str) -> RouteKey:
+    """(origin, path, method): what a cached challenge is reused for (not the query)."""
+    port = url.port or {"https": 443, "http": 80}.get(url.scheme, 0)
+    return f"{url.scheme}://{url.host}:{port}", url.path, method.upper()
+
+
+@dataclass(frozen=True)
+class CachedChallenge:
+    challenge: Challenge
+    terms: SessionTerms
+    expires: float | None  # unix seconds
+
+    def usable(self, now: float) -> bool:
+        return self.expires is None or self.expires - now > REUSE_MARGIN  # CORE-14
+
+    def fits(self, request: httpx.Request) -> bool:
+        """CORE-13: a body-bound challenge only for the same body."""
+        if self.challenge.digest is None:
+            return True
+        try:
+            return check_content_digest(self.challenge.digest, request.content)
+        except httpx.RequestNotRead:
+            return False
 
 
 class PaymentAuth(httpx.Auth):
@@ -112,6 +155,8 @@ class PaymentAuth(httpx.Auth):
         self.timeout = timeout
         self.receipts: deque[dict[str, Any]] = deque(maxlen=256)
         self._lock = threading.Lock()
+        self._challenges: dict[RouteKey, CachedChallenge] = {}
+        self._no_head: set[RouteKey] = set()  # HEAD gave no usable challenge here
         self._sync_client: httpx.Client | None = None
         self._async_client: httpx.AsyncClient | None = None
 
@@ -122,11 +167,26 @@ class PaymentAuth(httpx.Auth):
 
     def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
         request.headers.setdefault("Accept-Payment", self.accept_payment)
-        response = yield request
         exchange: PaidExchange | None = None
+        cached = self._cached_for(request)
+        if cached is not None and not cached.fits(request):
+            cached = yield from self._refresh_with_head(request)
+        if cached is not None:
+            exchange = self._pay_ahead(request, cached)
+        response = yield request
+        payable = {402}
+        if exchange is not None:
+            if 200 <= response.status_code < 300:
+                self._on_success(response, exchange)
+                return
+            if not self._after_failed_ahead(exchange, response):
+                return  # not a payment answer (400/403/5xx…): the caller gets it
+            payable.add(response.status_code)  # 402, or 410 for a channel closed meanwhile
+            exchange = None  # the ordinary flow, once, on this answer
         for _ in range(2):
-            if response.status_code != 402:
+            if response.status_code not in payable:
                 break
+            payable = {402}
             exchange = self._pay(request, response, exchange)
             if exchange is None:
                 return  # nothing we can or may pay: the caller gets the 402
@@ -141,7 +201,7 @@ class PaymentAuth(httpx.Auth):
         request = next(flow)
         while True:
             response = yield request
-            if response.status_code == 402:
+            if response.status_code in (402, 410):
                 response.read()  # the problem body says what fell short
             try:
                 request = flow.send(response)
@@ -155,12 +215,109 @@ class PaymentAuth(httpx.Auth):
         request = next(flow)
         while True:
             response = yield request
-            if response.status_code == 402:
+            if response.status_code in (402, 410):
                 await response.aread()
             try:
                 request = flow.send(response)
             except StopIteration:
                 break
+
+    # --- paying ahead with a cached challenge (AMB-05) ------------------------------------------
+
+    def _cached_for(self, request: httpx.Request) -> CachedChallenge | None:
+        """An unexpired cached challenge for this route, when we may pay here at all."""
+        if "authorization" in request.headers:
+            return None  # the caller's own credentials: not ours to replace up front
+        key = route_key(request.url, request.method)
+        with self._lock:
+            cached = self._challenges.get(key)
+            if cached is not None and not cached.usable(time.time()):
+                del self._challenges[key]  # CORE-14: never submit an expired challenge
+                cached = None
+        if cached is None:
+            return None
+        try:
+            require_secure_url(str(request.url), self.allow_insecure)  # CORE-42
+            self.payer.policy.check_terms(cached.terms)  # CORE-39
+        except (InsecureTransport, PolicyViolation):
+            return None
+        with self._lock:  # only worth a credential (or a HEAD) with a channel to pay from
+            if self._reusable(cached.terms, cached.terms.amount, 0) is None:
+                return None
+        return cached
+
+    def _refresh_with_head(
+        self, request: httpx.Request
+    ) -> Generator[httpx.Request, httpx.Response, CachedChallenge | None]:
+        """A digest-free challenge for this route from `HEAD` (AMB-05), once per route."""
+        key = route_key(request.url, request.method)
+        if key in self._no_head:
+            return None
+        head = httpx.Request("HEAD", request.url, headers={"Accept-Payment": self.accept_payment})
+        response = yield head
+        chosen = self._choose(response) if response.status_code == 402 else None
+        if chosen is None or chosen[0].digest is not None:
+            self._no_head.add(key)
+            return None
+        cached = self._remember(key, chosen[0], chosen[1])
+        return cached if cached.fits(request) else None
+
+    def _pay_ahead(self, request: httpx.Request, cached: CachedChallenge) -> PaidExchange | None:
+        """A voucher credential on the first attempt, when an open channel fits (SES-04)."""
+        terms, cost = cached.terms, cached.terms.amount
+        with self._lock:
+            rec = self._reusable(terms, cost, 0)
+            if rec is None:
+                return None
+            spent = max(rec.spent, rec.settled)
+            target = min(spent + cost + self.prepay_units * cost, rec.deposit)
+            try:
+                payload = self.payer.voucher_payload(rec.channel_id, target)
+            except PayerError:
+                return None
+        return self._attach(request, cached.challenge, terms, payload)
+
+    def _after_failed_ahead(self, ex: PaidExchange, response: httpx.Response) -> bool:
+        """Forget the cached challenge; True when the ordinary flow may pay this answer."""
+        if ex.key is not None:
+            with self._lock:
+                self._challenges.pop(ex.key, None)
+        if response.status_code not in (402, 410) or self._choose(response) is None:
+            return False
+        accepted = _amount(_problem(response).get("acceptedCumulative"))
+        with self._lock:
+            if accepted is not None:
+                self.payer.note_server_accepted(ex.channel_id, accepted)
+            if response.status_code == 410 and self.payer.chain is not None:
+                self.payer.sync(ex.channel_id)  # closed meanwhile: not reused again
+        return True
+
+    def _remember(
+        self, key: RouteKey, challenge: Challenge, terms: SessionTerms
+    ) -> CachedChallenge:
+        cached = CachedChallenge(challenge, terms, _unix(challenge.expires))
+        with self._lock:
+            self._challenges.pop(key, None)
+            if len(self._challenges) >= MAX_CACHED:
+                del self._challenges[next(iter(self._challenges))]  # the oldest
+            self._challenges[key] = cached
+        return cached
+
+    def _attach(
+        self,
+        request: httpx.Request,
+        challenge: Challenge,
+        terms: SessionTerms,
+        payload: dict[str, Any],
+    ) -> PaidExchange:
+        source = f"did:pkh:eip155:{terms.chain_id}:{self.payer.address}"
+        credential = Credential(challenge, payload, source=source)
+        request.headers["Authorization"] = credential.to_header()
+        if request.method in PAID_RETRY_METHODS and "idempotency-key" not in request.headers:
+            request.headers["Idempotency-Key"] = str(uuid.uuid4())
+        key = route_key(request.url, request.method)
+        cid = str(payload["channelId"])
+        return PaidExchange(self, str(request.url), challenge, cid, terms.amount, source, key=key)
 
     # --- choosing and paying --------------------------------------------------------------------
 
@@ -198,25 +355,55 @@ class PaymentAuth(httpx.Auth):
         self.payer.policy.check_terms(terms)  # CORE-39, before signing
         problem = _problem(response)
         server_spent = _amount(problem.get("spent")) or 0
-        if previous is not None and server_spent == 0 and not problem.get("requiredTopUp"):
-            return None  # the retry failed for another reason: do not pay again
+        accepted = _amount(problem.get("acceptedCumulative"))
         cost = terms.amount
         expires = _unix(challenge.expires)
         with self._lock:
-            rec = self._reusable(terms, cost, server_spent)
+            rec = None
+            if previous is not None:
+                if accepted is not None:
+                    self.payer.note_server_accepted(previous.channel_id, accepted)
+                if not self._set_aside(previous):
+                    if server_spent == 0 and not problem.get("requiredTopUp"):
+                        return None  # the retry failed for another reason: do not pay again
+                    rec = self._retry_channel(previous, cost, server_spent)
+            if rec is None:
+                rec = self._reusable(terms, cost, server_spent)
             if rec is not None:
                 spent = max(rec.spent, rec.settled, server_spent)
-                target = min(spent + cost + self.prepay_units * cost, rec.deposit)
-                payload = self.payer.voucher_payload(rec.channel_id, target)
+                # A metered answer that ran dry before its first byte used what it found (its
+                # units stay charged) and needs more than that: cover it again on top.
+                used = 0
+                if terms.unit_type is not None:
+                    used = max(0, server_spent - max(rec.spent, rec.settled))
+                target = spent + used + cost + self.prepay_units * cost
+                top_up = _amount(problem.get("requiredTopUp"))
+                if accepted is not None and top_up is not None:
+                    target = max(target, accepted + top_up)  # SES-27: what fell short
+                payload = self.payer.voucher_payload(rec.channel_id, min(target, rec.deposit))
             else:
-                payload = self.payer.open_payload(terms, self.deposit, expires=expires)
-        source = f"did:pkh:eip155:{terms.chain_id}:{self.payer.address}"
-        credential = Credential(challenge, payload, source=source)
-        request.headers["Authorization"] = credential.to_header()
-        if request.method in PAID_RETRY_METHODS and "idempotency-key" not in request.headers:
-            request.headers["Idempotency-Key"] = str(uuid.uuid4())
-        cid = str(payload["channelId"])
-        return PaidExchange(self, str(request.url), challenge, cid, cost, source)
+                first = cost + self.prepay_units * cost  # the prepay window from the start
+                payload = self.payer.open_payload(
+                    terms, self.deposit, expires=expires, initial=first
+                )
+        return self._attach(request, challenge, terms, payload)
+
+    def _retry_channel(
+        self, previous: PaidExchange, cost: int, server_spent: int
+    ) -> PayerChannel | None:
+        """The channel the last attempt paid with, for the retry: an open that the server took
+        (still "pending" here: the 402 carried no receipt) is topped up by a voucher, never
+        followed by a second open."""
+        rec = self.payer.channel(previous.channel_id)
+        if rec is None or rec.status not in ("open", "pending"):
+            return None
+        if rec.deposit - max(rec.spent, server_spent) < cost:
+            return None  # drained: open a new channel (SES-04)
+        return rec
+
+    def _set_aside(self, previous: PaidExchange) -> bool:
+        rec = self.payer.channel(previous.channel_id)
+        return rec is not None and rec.status == "stale"
 
     def _reusable(self, terms: SessionTerms, cost: int, server_spent: int) -> PayerChannel | None:
         rec = self.payer.find_reusable_channel(terms, cost)
@@ -225,6 +412,13 @@ class PaymentAuth(httpx.Auth):
         return rec
 
     def _on_success(self, response: httpx.Response, exchange: PaidExchange) -> None:
+        if exchange.key is not None:
+            try:
+                terms = SessionTerms.from_request(exchange.challenge.request)
+            except TermsError:
+                pass
+            else:  # AMB-05: the next request on this route pays on its first attempt
+                self._remember(exchange.key, exchange.challenge, terms)
         response.extensions[RECEIPTS_KEY] = exchange.receipts
         header = response.headers.get("payment-receipt")
         if header:
@@ -300,6 +494,8 @@ class PaymentAuth(httpx.Auth):
         if response.status_code == 429:  # SES-42: the server's pace, then once more
             time.sleep(_retry_after(response))
             response = client.send(self._management_request(ex, payload))
+        if _superseded(payload, response):
+            return
         if self._take_challenge(ex, response):  # expired meanwhile: once more, re-signed
             response = client.send(self._management_request(ex, build()))
         self._check(ex, response)
@@ -313,6 +509,8 @@ class PaymentAuth(httpx.Auth):
         if response.status_code == 429:
             await anyio.sleep(_retry_after(response))
             response = await client.send(self._management_request(ex, payload))
+        if _superseded(payload, response):
+            return
         if self._take_challenge(ex, response):
             payload = await anyio.to_thread.run_sync(build)
             response = await client.send(self._management_request(ex, payload))
@@ -360,6 +558,16 @@ class PaymentAuth(httpx.Auth):
 
 def _unix(expires: str | None) -> int | None:
     return None if expires is None else int(parse_rfc3339(expires).timestamp())
+
+
+def _superseded(payload: Mapping[str, Any], response: httpx.Response) -> bool:
+    """A stale-voucher 402 for a voucher another of ours already overtook (pipelined prepay
+    vouchers travel on several connections and may land out of order): nothing to do."""
+    if response.status_code != 402 or payload.get("action") != "voucher":
+        return False
+    accepted = _amount(_problem(response).get("acceptedCumulative"))
+    cumulative = _amount(payload.get("cumulativeAmount"))
+    return accepted is not None and cumulative is not None and accepted >= cumulative
 
 
 def _retry_after(response: httpx.Response, cap: float = 5.0) -> float:

@@ -5,13 +5,16 @@ would choke on unknown events), so what the caller reads is the server's body mi
 `payment-need-voucher` / `payment-receipt` events, byte for byte otherwise. A need-voucher
 event makes the client top up on chain first when `requiredCumulative > deposit`, then sign a
 voucher (plus `prepay` beyond the need) and send it on a separate request to the same URI
-(SES-31/34); the async stream keeps reading meanwhile.
+(SES-31/34); the async stream keeps reading meanwhile. With `prepay_units`, vouchers are signed
+and sent ahead in the background, several on the wire when the stream is faster than a voucher
+round trip (`Ahead`), so a prepaid stream does not pause at each voucher.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 from collections.abc import AsyncIterator, Coroutine, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
@@ -34,34 +37,68 @@ def _int(data: dict[str, Any], name: str) -> int:
     return int(value)
 
 
+MAX_IN_FLIGHT = 4  # prepay vouchers on the wire at once, per stream
+
+
 class Ahead:
-    """Prepay-ahead: estimate the server's position from the events received since the last
-    need-voucher (one unit per event, the LLM-token case) and send the next voucher while
-    `prepay/2` units of the last one are left, so a long stream need not pause at every voucher.
+    """Prepay-ahead, pipelined: estimate the server's position from the events received (one
+    unit per event, the LLM-token case, starting from the header receipt's `spent`) and, each
+    time less than `prepay` units of authorization are left, sign and send the next voucher (up
+    to `position + 2 × prepay`, never above the deposit) in the background. `target` counts
+    vouchers still on the wire, so when the stream outruns a voucher round trip the next one
+    goes out before the previous is answered (up to MAX_IN_FLIGHT): the server never runs dry
+    while vouchers arrive faster than it streams. Not thread-safe: the streams lock around it.
     """
 
     def __init__(self, exchange: PaidExchange) -> None:
         self.ex = exchange
-        self.target = 0  # cumulative amount of the last voucher we sent
+        self.target = 0  # highest cumulative sent or on the wire
+        self.confirmed = 0  # highest cumulative the server acknowledged
         self.position = 0  # estimated server spent
-        self.busy = False
+        self.in_flight = 0
+        last = exchange.receipts[-1] if exchange.receipts else {}
+        accepted, spent = _amount(last.get("acceptedCumulative")), _amount(last.get("spent"))
+        if accepted is not None and spent is not None:
+            self.target = self.confirmed = accepted
+            self.position = spent
 
     def answered(self, required: int, target: int) -> None:
-        self.position, self.target = required, max(self.target, target)
+        self.position = required
+        self.target = max(self.target, target)
+        self.confirmed = max(self.confirmed, target)
 
     def seen(self, clean: bytes) -> int | None:
-        """Count delivered events; the next cumulative to sign now, or None."""
+        """Count delivered events; the next cumulative to sign now (then on the wire), or None."""
         prepay = self.ex.auth.prepay_units * self.ex.unit_price
         if not prepay or not self.target:
             return None
         self.position += clean.count(b"\n\n") * self.ex.unit_price
-        if self.busy or self.target - self.position >= prepay:
+        if self.in_flight >= MAX_IN_FLIGHT or self.target - self.position >= prepay:
             return None
-        return self.position + 2 * prepay  # keep `prepay` authorized ahead, one voucher per N
+        rec = self.ex.auth.payer.channel(self.ex.channel_id)
+        nxt = self.position + 2 * prepay
+        if rec is not None:
+            nxt = min(nxt, rec.deposit)  # beyond it: need-voucher and a topUp (SES-31)
+        if nxt <= self.target:
+            return None
+        self.target = nxt
+        self.in_flight += 1
+        return nxt
 
-    def stale(self, required: int) -> bool:
-        """A need-voucher the server sent before our last voucher arrived: nothing to do."""
-        return bool(self.target) and required <= self.target
+    def done(self, cumulative: int, ok: bool) -> None:
+        self.in_flight -= 1
+        if ok:
+            self.confirmed = max(self.confirmed, cumulative)
+        elif self.in_flight == 0:
+            self.target = self.confirmed  # resend from what the server has
+
+    def covered(self, required: int) -> bool:
+        """A need-voucher the server sent before our voucher arrived: nothing to do."""
+        return bool(self.confirmed) and required <= self.confirmed
+
+
+def _amount(value: object) -> int | None:
+    return int(value) if isinstance(value, str) and value.isdigit() and len(value) < 40 else None
 
 
 def plan_voucher(exchange: PaidExchange, event: PaymentEvent) -> tuple[str, int, int]:
@@ -88,6 +125,7 @@ class PaidSyncStream(httpx.SyncByteStream):
         self._inner = inner
         self._exchange = exchange
         self._ahead = Ahead(exchange)
+        self._cond = threading.Condition()  # guards _ahead (reader thread + voucher workers)
         self._pool: ThreadPoolExecutor | None = None
 
     def __iter__(self) -> Iterator[bytes]:
@@ -97,11 +135,13 @@ class PaidSyncStream(httpx.SyncByteStream):
             for event in events:
                 self._on_event(event)
             if clean:
-                nxt = self._ahead.seen(clean)
-                if nxt is not None:
-                    self._ahead.busy = True  # one voucher in flight; reading goes on
+                with self._cond:
+                    nxt = self._ahead.seen(clean)
+                if nxt is not None:  # signed and sent by a worker; reading goes on
                     if self._pool is None:
-                        self._pool = ThreadPoolExecutor(1, thread_name_prefix="mpp-voucher")
+                        self._pool = ThreadPoolExecutor(
+                            MAX_IN_FLIGHT, thread_name_prefix="mpp-voucher"
+                        )
                     self._pool.submit(self._prepay, nxt)
                 yield clean
         clean, events = filt.flush()
@@ -118,31 +158,36 @@ class PaidSyncStream(httpx.SyncByteStream):
         if event.event != NEED_VOUCHER:
             return
         try:
-            if self._ahead.stale(_int(event.data, "requiredCumulative")):
-                return
+            required = _int(event.data, "requiredCumulative")
+            with self._cond:  # a voucher on the wire may cover it: let it land first
+                self._cond.wait_for(
+                    lambda: self._ahead.in_flight == 0 or self._ahead.covered(required),
+                    timeout=ex.auth.timeout,
+                )
+                if self._ahead.covered(required):
+                    return
             cid, target, topup = plan_voucher(ex, event)
             if topup:
                 ex.auth.topup_sync(ex, cid, topup)
             ex.auth.send_voucher_sync(ex, cid, target)
-            self._ahead.answered(_int(event.data, "requiredCumulative"), target)
+            with self._cond:
+                self._ahead.answered(required, target)
         except (PayerError, ValueError, httpx.HTTPError) as exc:
             # The server ends the stream after its timeout; the caller still gets what came.
             log.warning("could not answer payment-need-voucher: %s", type(exc).__name__)
 
     def _prepay(self, cumulative: int) -> None:
         ex = self._exchange
-        rec = ex.auth.payer.channel(ex.channel_id)
-        if rec is None or cumulative > rec.deposit:
-            self._ahead.target = 0  # the deposit is the limit: wait for need-voucher
-            return
+        ok = False
         try:
             ex.auth.send_voucher_sync(ex, ex.channel_id, cumulative)
-            self._ahead.target = max(self._ahead.target, cumulative)
+            ok = True
         except (PayerError, httpx.HTTPError) as exc:
-            self._ahead.target = 0
             log.info("prepay-ahead voucher not sent: %s", type(exc).__name__)
         finally:
-            self._ahead.busy = False
+            with self._cond:
+                self._ahead.done(cumulative, ok)
+                self._cond.notify_all()
 
     def close(self) -> None:
         if self._pool is not None:
@@ -155,8 +200,9 @@ class PaidAsyncStream(httpx.AsyncByteStream):
         self._inner = inner
         self._exchange = exchange
         self._tasks: set[asyncio.Task[None]] = set()
-        self._lock = asyncio.Lock()  # one voucher at a time, in event order
-        self._ahead = Ahead(exchange)
+        self._lock = asyncio.Lock()  # need-voucher answers one at a time, in event order
+        self._landed = asyncio.Condition()  # a prepay voucher was answered
+        self._ahead = Ahead(exchange)  # only touched on the event loop
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
         filt = PaymentEventFilter()
@@ -167,7 +213,6 @@ class PaidAsyncStream(httpx.AsyncByteStream):
             if clean:
                 nxt = self._ahead.seen(clean)
                 if nxt is not None:
-                    self._ahead.busy = True
                     self._spawn(self._prepay(nxt))
                 yield clean
         clean, events = filt.flush()
@@ -189,34 +234,40 @@ class PaidAsyncStream(httpx.AsyncByteStream):
 
     async def _prepay(self, cumulative: int) -> None:
         ex = self._exchange
-        self._ahead.busy = True
+        ok = False
         try:
-            async with self._lock:
-                rec = ex.auth.payer.channel(ex.channel_id)
-                if rec is None or cumulative > rec.deposit:
-                    self._ahead.target = 0
-                    return
-                await ex.auth.send_voucher_async(ex, ex.channel_id, cumulative)
-                self._ahead.target = max(self._ahead.target, cumulative)
+            await ex.auth.send_voucher_async(ex, ex.channel_id, cumulative)
+            ok = True
         except (PayerError, httpx.HTTPError) as exc:
-            self._ahead.target = 0
             log.info("prepay-ahead voucher not sent: %s", type(exc).__name__)
         finally:
-            self._ahead.busy = False
+            self._ahead.done(cumulative, ok)
+            async with self._landed:
+                self._landed.notify_all()
 
     async def _answer(self, event: PaymentEvent) -> None:
         ex = self._exchange
         async with self._lock:
             try:
-                if self._ahead.stale(_int(event.data, "requiredCumulative")):
+                required = _int(event.data, "requiredCumulative")
+                async with self._landed:  # a voucher on the wire may cover it
+                    await asyncio.wait_for(
+                        self._landed.wait_for(
+                            lambda: self._ahead.in_flight == 0 or self._ahead.covered(required)
+                        ),
+                        ex.auth.timeout,
+                    )
+                if self._ahead.covered(required):
                     return
                 cid, target, topup = plan_voucher(ex, event)
                 if topup:
                     await ex.auth.topup_async(ex, cid, topup)
                 await ex.auth.send_voucher_async(ex, cid, target)
-                self._ahead.answered(_int(event.data, "requiredCumulative"), target)
+                self._ahead.answered(required, target)
             except (PayerError, DepositExhausted, ValueError, httpx.HTTPError) as exc:
                 log.warning("could not answer payment-need-voucher: %s", type(exc).__name__)
+            except TimeoutError:
+                log.warning("could not answer payment-need-voucher: vouchers still in flight")
 
     async def aclose(self) -> None:
         for task in list(self._tasks):

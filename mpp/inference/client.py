@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Generator, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import IO, Any
 
@@ -77,12 +77,42 @@ def _auth(payer: Payer | PaymentAuth, **kw: Any) -> PaymentAuth:
     return payer if isinstance(payer, PaymentAuth) else PaymentAuth(payer, **kw)
 
 
+class _WithoutBearer(httpx.Auth):
+    """Drops the SDK's bearer before the payment flow sees the request, so that a paid request
+    on an open channel carries its Payment credential on the first attempt (PaymentAuth pays
+    ahead only for requests without an `Authorization` of their own)."""
+
+    def __init__(self, payment: PaymentAuth) -> None:
+        self.payment = payment
+
+    def sync_auth_flow(
+        self, request: httpx.Request
+    ) -> Generator[httpx.Request, httpx.Response, None]:
+        _drop_bearer(request)
+        yield from self.payment.sync_auth_flow(request)
+
+    async def async_auth_flow(
+        self, request: httpx.Request
+    ) -> AsyncGenerator[httpx.Request, httpx.Response]:
+        _drop_bearer(request)
+        flow = self.payment.async_auth_flow(request)
+        request = await flow.__anext__()
+        while True:
+            response = yield request
+            try:
+                request = await flow.asend(response)
+            except StopAsyncIteration:
+                break
+
+
 def openai_http_client(
     payer: Payer | PaymentAuth, *, timeout: float = 120.0, **auth_kw: Any
 ) -> httpx.Client:
     """An `httpx.Client` for `openai.OpenAI(http_client=...)` that pays (any `api_key` works)."""
     return httpx.Client(
-        auth=_auth(payer, **auth_kw), timeout=timeout, event_hooks={"request": [_drop_bearer]}
+        auth=_WithoutBearer(_auth(payer, **auth_kw)),
+        timeout=timeout,
+        event_hooks={"request": [_drop_bearer]},
     )
 
 
@@ -91,7 +121,9 @@ def openai_async_http_client(
 ) -> httpx.AsyncClient:
     """The same for `openai.AsyncOpenAI(http_client=...)`."""
     return httpx.AsyncClient(
-        auth=_auth(payer, **auth_kw), timeout=timeout, event_hooks={"request": [_adrop_bearer]}
+        auth=_WithoutBearer(_auth(payer, **auth_kw)),
+        timeout=timeout,
+        event_hooks={"request": [_adrop_bearer]},
     )
 
 

@@ -74,6 +74,7 @@ class Payer:
         max_fee_per_gas: int | None = None,
         now: Callable[[], float] = time.time,
         tx_valid_for: int = 25,
+        sync_ttl: float = 10.0,
     ) -> None:
         if (records is None) == (records_path is None):
             raise ValueError("give exactly one of records_path or records")
@@ -93,6 +94,11 @@ class Payer:
         self._max_fee = max_fee_per_gas
         self._now = now
         self.tx_valid_for = tx_valid_for
+        # find_reusable_channel re-reads a channel from chain at most once per `sync_ttl`
+        # seconds (an RPC round trip per paid request otherwise); a payee-side close within
+        # that window costs one 410 answer, after which the client syncs and moves on.
+        self.sync_ttl = sync_ttl
+        self._synced: dict[str, float] = {}
 
     def __repr__(self) -> str:  # never show keys
         return f"Payer(address={self.address!r})"
@@ -167,8 +173,10 @@ class Payer:
         fee_sponsored: bool | None = None,
         authorized_signer: str | None = None,
         salt: str | None = None,
+        initial: int | None = None,
     ) -> dict[str, Any]:
-        """A new channel: the signed approve+open 0x76 batch and a first voucher for one unit."""
+        """A new channel: the signed approve+open 0x76 batch and a first voucher for one unit
+        (or `initial`, e.g. one unit plus a prepay window, capped by the deposit)."""
         self.policy.check_terms(terms)
         if deposit is None:
             deposit = self.policy.default_deposit(terms)
@@ -205,6 +213,8 @@ class Payer:
             calls, terms.chain_id, OPEN_GAS, terms.currency, sponsored, expires
         )
         first = terms.amount  # one unit, like the TypeScript client (AMB-09)
+        if initial is not None:
+            first = max(first, min(initial, deposit))
         rec = PayerChannel(
             channel_id=cid,
             payer=self.address,
@@ -321,12 +331,11 @@ class Payer:
             if spent > accepted:
                 raise ReceiptRejected("receipt spent exceeds acceptedCumulative")
             status = "open" if rec.status == "pending" else rec.status
+            new = (max(rec.spent, spent), max(rec.accepted, accepted), status)
+            if new == (rec.spent, rec.accepted, rec.status):
+                return rec  # the same counters again: nothing to write
             return dataclasses.replace(
-                rec,
-                spent=max(rec.spent, spent),
-                accepted=max(rec.accepted, accepted),
-                status=status,
-                updated_at=int(self._now()),
+                rec, spent=new[0], accepted=new[1], status=status, updated_at=int(self._now())
             )
 
         try:
@@ -366,6 +375,26 @@ class Payer:
     def mark_closed(self, channel_id: str) -> PayerChannel:
         return self.records.update(channel_id, lambda r: dataclasses.replace(r, status="closed"))
 
+    def note_server_accepted(self, channel_id: str, accepted: int) -> PayerChannel | None:
+        """The server says it holds `accepted` (a stale-voucher 402): re-sync our record.
+
+        At or below what we signed, there is nothing to do (another voucher of ours overtook
+        this one). Above it, either a power loss rolled back our last records (WAL+NORMAL, see
+        mpp.store.payer_records) or the server claims what we never signed; we cannot tell
+        which, so the channel is set aside ("stale": never reused, nothing more signed on it)
+        and the client opens a new one. Returns the record, None for an unknown channel.
+        """
+
+        def check(rec: PayerChannel) -> PayerChannel:
+            if accepted <= rec.cumulative or rec.status not in ("open", "pending"):
+                return rec
+            return dataclasses.replace(rec, status="stale", updated_at=int(self._now()))
+
+        try:
+            return self.records.update(channel_id, check)
+        except KeyError:
+            return None
+
     # --- reuse (SES-04) -------------------------------------------------------------------------
 
     def sync(self, channel_id: str) -> PayerChannel:
@@ -386,7 +415,9 @@ class Payer:
                 r, deposit=deposit, settled=max(r.settled, onchain.settled), status=status
             )
 
-        return self.records.update(channel_id, merge)
+        rec = self.records.update(channel_id, merge)
+        self._synced[rec.channel_id] = time.monotonic()
+        return rec
 
     def find_reusable_channel(self, terms: SessionTerms, cost: int) -> PayerChannel | None:
         """An open channel for this route whose deposit − max(spent, settled) ≥ cost (SES-04).
@@ -402,10 +433,14 @@ class Payer:
         )
         found.sort(key=lambda r: r.channel_id != terms.channel_id)
         for rec in found:
-            if self.chain is not None:
+            if self.chain is not None and self._sync_due(rec.channel_id):
                 rec = self.sync(rec.channel_id)
                 if rec.status != "open":
                     continue
             if rec.deposit - max(rec.spent, rec.settled) >= cost:
                 return rec
         return None
+
+    def _sync_due(self, channel_id: str) -> bool:
+        last = self._synced.get(channel_id)
+        return last is None or time.monotonic() - last >= self.sync_ttl

@@ -38,7 +38,8 @@ class ReceiptRejected(PayerError):
 class PayerChannel:
     """One channel as the payer knows it; addresses and ids lowercase, amounts int base units.
 
-    `status`: "open" (usable), "closing" (close voucher sent), "closed".
+    `status`: "open" (usable), "pending" (opened, no receipt yet), "closing" (close voucher
+    sent), "closed", "stale" (the server holds more than this record says: never reused).
     """
 
     channel_id: str

@@ -5,6 +5,17 @@ is harmless, but forgetting it would make the next voucher look stale to the ser
 payer's own safety rule (never sign above the deposit) needs the deposit. Updates run under
 `BEGIN IMMEDIATE`, so two client processes sharing the file cannot both sign from the same
 old cumulative amount. Amounts are uint128, stored as decimal TEXT (SQLite integers are 64-bit).
+
+Durability: WAL with `synchronous=NORMAL`, not FULL (an fsync per voucher and per receipt was
+most of the payer's per-voucher cost). A process crash loses nothing in WAL+NORMAL: a commit is
+in the WAL file before `update` returns, so a voucher is still recorded before it leaves. Only a
+power loss (or OS crash) can roll back the last commits. These records are the payer's cache of
+the channel, not the money: the server holds the highest voucher and reports
+`acceptedCumulative`/`spent` in every receipt, 402 problem and need-voucher event, and the
+payer re-syncs from those (mpp.session.payer: `record_receipt`, `note_server_accepted`). A
+lost record never lets anyone take more than the payer signed; at worst a voucher signed from
+the older record is refused as stale and the client re-syncs or opens a new channel. An update
+that changes nothing (the same receipt again) writes nothing.
 """
 
 from __future__ import annotations
@@ -85,7 +96,7 @@ class PayerRecords:
         self._lock = threading.Lock()
         with self._lock:
             self._conn.execute("PRAGMA journal_mode=WAL")
-            self._conn.execute("PRAGMA synchronous=FULL")
+            self._conn.execute("PRAGMA synchronous=NORMAL")  # see the module doc
             self._conn.executescript(_SCHEMA)
 
     def get(self, channel_id: str) -> PayerChannel | None:
@@ -124,11 +135,13 @@ class PayerRecords:
                 ).fetchone()
                 if row is None:
                     raise KeyError(cid)
-                new = dataclasses.replace(change(_from_row(row)), channel_id=cid)
-                self._conn.execute(
-                    f"UPDATE payer_channels SET {sets} WHERE channel_id = ?",  # noqa: S608
-                    (*_to_row(new)[1:], cid),
-                )
+                old = _from_row(row)
+                new = dataclasses.replace(change(old), channel_id=cid)
+                if new != old:  # nothing changed (a repeated receipt): no write at all
+                    self._conn.execute(
+                        f"UPDATE payer_channels SET {sets} WHERE channel_id = ?",  # noqa: S608
+                        (*_to_row(new)[1:], cid),
+                    )
             except BaseException:
                 self._conn.execute("ROLLBACK")
                 raise

@@ -14,6 +14,7 @@ import pytest
 
 from mpp.session.payer import DepositExhausted, Payer, PayerError, ReceiptRejected
 from mpp.session.policy import PolicyViolation, SpendingPolicy
+from mpp.session.ports import OnChainChannel
 from mpp.session.tempo_tx import EXPIRING_NONCE_KEY, check_open_tx, decode_tempo_tx
 from mpp.session.terms import SessionTerms, TermsError
 from mpp.session.voucher import recover_voucher_signer
@@ -28,6 +29,7 @@ from tests.session._workers import (
     PAYER,
     PAYER_KEY,
     TOKEN,
+    ZERO,
     terms,
 )
 
@@ -200,3 +202,73 @@ def test_ses_04_find_reusable_channel(tmp_path: Path) -> None:
     assert found is not None and found.channel_id == b  # a is drained: 1000 − 990 < 25
     other = terms(recipient=DELEGATE)
     assert p.find_reusable_channel(other, 1) is None
+
+
+def test_payer_records_wal_normal_and_no_op_updates_write_nothing(tmp_path: Path) -> None:
+    """The payer file is a cache the server's receipts re-sync (mpp.store.payer_records):
+    WAL + synchronous=NORMAL, and a repeated receipt is not written again."""
+    p = payer(tmp_path)
+    records = p.records
+    assert isinstance(records, PayerRecords)
+    conn = records._conn
+    assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert conn.execute("PRAGMA synchronous").fetchone()[0] == 1  # NORMAL
+    cid = p.open_payload(terms(), 1000)["channelId"]
+    p.voucher_payload(cid, 400)
+    p.record_receipt(receipt(cid, 400, 150))
+    writes = conn.total_changes
+    p.record_receipt(receipt(cid, 400, 150))  # the same counters again
+    p.record_receipt(receipt(cid, 300, 100))  # an older receipt arriving late
+    p.voucher_payload(cid, 350)  # covered by what we already signed
+    assert conn.total_changes == writes
+    p.record_receipt(receipt(cid, 400, 175))
+    assert conn.total_changes == writes + 1
+
+
+def test_open_initial_voucher_may_cover_a_prepay_window(tmp_path: Path) -> None:
+    p = payer(tmp_path)
+    assert p.open_payload(terms(), 1000, initial=525)["cumulativeAmount"] == "525"
+    assert p.open_payload(terms(), 1000, initial=5000)["cumulativeAmount"] == "1000"  # deposit
+    assert p.open_payload(terms(), 1000, initial=0)["cumulativeAmount"] == "25"  # one unit
+
+
+def test_server_accepted_above_our_record_sets_the_channel_aside(tmp_path: Path) -> None:
+    """After a power loss rolled back our last voucher record, the server's stale-voucher
+    answer holds more than we recorded: that channel is never reused nor signed on again."""
+    p = payer(tmp_path)
+    cid = p.open_payload(terms(), 1000)["channelId"]
+    p.voucher_payload(cid, 400)
+    assert p.note_server_accepted(cid, 400).status == "pending"  # type: ignore[union-attr]
+    assert p.note_server_accepted(cid, 401).status == "stale"  # type: ignore[union-attr]
+    assert p.find_reusable_channel(terms(), 25) is None
+    with pytest.raises(PayerError):
+        p.voucher_payload(cid, 500)
+    assert p.note_server_accepted("0x" + "99" * 32, 1) is None
+
+
+class CountingChain:
+    def __init__(self) -> None:
+        self.reads = 0
+
+    def read_channel(self, escrow: str, channel_id: str) -> OnChainChannel:
+        self.reads += 1
+        return OnChainChannel(channel_id, False, 0, PAYER, PAYEE, TOKEN, ZERO, 1000, 0)
+
+    def base_fee(self) -> int:
+        return 1
+
+    def latest_timestamp(self) -> int:
+        return NOW
+
+
+def test_ses_04_chain_sync_at_most_once_per_ttl(tmp_path: Path) -> None:
+    chain = CountingChain()
+    p = payer(tmp_path, chain=chain, sync_ttl=3600)
+    cid = p.open_payload(terms(), 1000)["channelId"]
+    p.record_receipt(receipt(cid, 25, 0))
+    for _ in range(5):
+        assert p.find_reusable_channel(terms(), 25).channel_id == cid  # type: ignore[union-attr]
+    assert chain.reads == 1
+    p.sync_ttl = 0
+    p.find_reusable_channel(terms(), 25)
+    assert chain.reads == 2
