@@ -6,7 +6,8 @@ standalone, Starlette, FastAPI) with `get_meter(request).charge(units)` for mete
 """
 
 from mpp.http.asgi import Meter, PaymentMiddleware, get_meter
-from mpp.http.client_auth import RECEIPTS_KEY, PaidExchange, PaymentAuth, PaymentDeclined
+from mpp.http.client_auth import PaymentAuth
+from mpp.http.client_model import RECEIPTS_KEY, PaidExchange, PaymentDeclined
 from mpp.http.server_core import Answer, PaymentGate, Price, RequestInfo, Route
 from mpp.http.sse import (
     NEED_VOUCHER,

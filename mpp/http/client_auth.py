@@ -25,14 +25,12 @@ nothing is paid twice behind the caller's back. Receipts: `response.extensions["
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import AsyncGenerator, Callable, Generator, Mapping
-from dataclasses import dataclass, field
+from collections.abc import AsyncGenerator, Callable, Generator
 from typing import Any
 
 import anyio
@@ -46,7 +44,21 @@ from mpp.core.errors import InsecureTransport, PaymentError
 from mpp.core.http import require_secure_url
 from mpp.core.negotiate import rank_challenges
 from mpp.core.receipt import parse_receipt
-from mpp.core.rfc3339 import parse_rfc3339
+from mpp.http.client_model import (
+    MAX_CACHED,
+    PAID_RETRY_METHODS,
+    RECEIPTS_KEY,
+    CachedChallenge,
+    PaidExchange,
+    PaymentDeclined,
+    RouteKey,
+    amount_of,
+    problem_of,
+    retry_after,
+    route_key,
+    superseded,
+    unix_expires,
+)
 from mpp.http.client_stream import PaidAsyncStream, PaidSyncStream
 from mpp.http.sse import is_event_stream
 from mpp.session.payer import Payer, PayerChannel, PayerError, ReceiptRejected
@@ -54,76 +66,6 @@ from mpp.session.policy import PolicyViolation
 from mpp.session.terms import SessionTerms, TermsError
 
 log = logging.getLogger(__name__)
-
-PAID_RETRY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
-RECEIPTS_KEY = "mpp.receipts"
-REUSE_MARGIN = 5.0  # seconds a cached challenge must still have before `expires` (CORE-14)
-MAX_CACHED = 256  # cached challenges (one per origin, path and method)
-RouteKey = tuple[str, str, str]
-
-
-class PaymentDeclined(PaymentError):
-    """The client will not pay this challenge (nothing was signed or sent)."""
-
-    status = 402
-    problem = "payment-required"
-    title = "Payment declined by the client"
-
-
-@dataclass
-class PaidExchange:
-    """One paid request: its challenge and channel, and the receipts it got."""
-
-    auth: PaymentAuth
-    url: str
-    challenge: Challenge
-    channel_id: str
-    unit_price: int
-    source: str
-    receipts: list[dict[str, Any]] = field(default_factory=list)
-    key: RouteKey | None = None  # where the challenge is cached once it paid
-
-    def add_receipt(self, data: Mapping[str, Any]) -> None:
-        receipt = dict(data)
-        self.receipts.append(receipt)
-        self.auth.remember_receipt(receipt)
-
-
-def _problem(response: httpx.Response) -> dict[str, Any]:
-    try:
-        data = json.loads(response.content) if response.content else {}
-    except (ValueError, httpx.ResponseNotRead, RecursionError):
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
-def _amount(value: object) -> int | None:
-    return int(value) if isinstance(value, str) and value.isdigit() and len(value) < 40 else None
-
-
-def route_key(url: httpx.URL, method: str) -> RouteKey:
-    """(origin, path, method): what a cached challenge is reused for (not the query)."""
-    port = url.port or {"https": 443, "http": 80}.get(url.scheme, 0)
-    return f"{url.scheme}://{url.host}:{port}", url.path, method.upper()
-
-
-@dataclass(frozen=True)
-class CachedChallenge:
-    challenge: Challenge
-    terms: SessionTerms
-    expires: float | None  # unix seconds
-
-    def usable(self, now: float) -> bool:
-        return self.expires is None or self.expires - now > REUSE_MARGIN  # CORE-14
-
-    def fits(self, request: httpx.Request) -> bool:
-        """CORE-13: a body-bound challenge only for the same body."""
-        if self.challenge.digest is None:
-            return True
-        try:
-            return check_content_digest(self.challenge.digest, request.content)
-        except httpx.RequestNotRead:
-            return False
 
 
 class PaymentAuth(httpx.Auth):
@@ -284,7 +226,7 @@ class PaymentAuth(httpx.Auth):
                 self._challenges.pop(ex.key, None)
         if response.status_code not in (402, 410) or self._choose(response) is None:
             return False
-        accepted = _amount(_problem(response).get("acceptedCumulative"))
+        accepted = amount_of(problem_of(response).get("acceptedCumulative"))
         with self._lock:
             if accepted is not None:
                 self.payer.note_server_accepted(ex.channel_id, accepted)
@@ -295,7 +237,7 @@ class PaymentAuth(httpx.Auth):
     def _remember(
         self, key: RouteKey, challenge: Challenge, terms: SessionTerms
     ) -> CachedChallenge:
-        cached = CachedChallenge(challenge, terms, _unix(challenge.expires))
+        cached = CachedChallenge(challenge, terms, unix_expires(challenge.expires))
         with self._lock:
             self._challenges.pop(key, None)
             if len(self._challenges) >= MAX_CACHED:
@@ -353,11 +295,11 @@ class PaymentAuth(httpx.Auth):
         ):
             raise PaymentDeclined("challenge digest does not match this request's body")
         self.payer.policy.check_terms(terms)  # CORE-39, before signing
-        problem = _problem(response)
-        server_spent = _amount(problem.get("spent")) or 0
-        accepted = _amount(problem.get("acceptedCumulative"))
+        problem = problem_of(response)
+        server_spent = amount_of(problem.get("spent")) or 0
+        accepted = amount_of(problem.get("acceptedCumulative"))
         cost = terms.amount
-        expires = _unix(challenge.expires)
+        expires = unix_expires(challenge.expires)
         with self._lock:
             rec = None
             if previous is not None:
@@ -377,7 +319,7 @@ class PaymentAuth(httpx.Auth):
                 if terms.unit_type is not None:
                     used = max(0, server_spent - max(rec.spent, rec.settled))
                 target = spent + used + cost + self.prepay_units * cost
-                top_up = _amount(problem.get("requiredTopUp"))
+                top_up = amount_of(problem.get("requiredTopUp"))
                 if accepted is not None and top_up is not None:
                     target = max(target, accepted + top_up)  # SES-27: what fell short
                 payload = self.payer.voucher_payload(rec.channel_id, min(target, rec.deposit))
@@ -451,7 +393,7 @@ class PaymentAuth(httpx.Auth):
         return httpx.Request(method, ex.url, headers=headers)
 
     def _stale(self, ex: PaidExchange, margin: float = 30.0) -> bool:
-        expires = _unix(ex.challenge.expires)
+        expires = unix_expires(ex.challenge.expires)
         return expires is not None and expires - time.time() < margin
 
     def _take_challenge(self, ex: PaidExchange, response: httpx.Response) -> bool:
@@ -492,9 +434,9 @@ class PaymentAuth(httpx.Auth):
         payload = build()
         response = client.send(self._management_request(ex, payload))
         if response.status_code == 429:  # SES-42: the server's pace, then once more
-            time.sleep(_retry_after(response))
+            time.sleep(retry_after(response))
             response = client.send(self._management_request(ex, payload))
-        if _superseded(payload, response):
+        if superseded(payload, response):
             return
         if self._take_challenge(ex, response):  # expired meanwhile: once more, re-signed
             response = client.send(self._management_request(ex, build()))
@@ -507,9 +449,9 @@ class PaymentAuth(httpx.Auth):
         payload = await anyio.to_thread.run_sync(build)
         response = await client.send(self._management_request(ex, payload))
         if response.status_code == 429:
-            await anyio.sleep(_retry_after(response))
+            await anyio.sleep(retry_after(response))
             response = await client.send(self._management_request(ex, payload))
-        if _superseded(payload, response):
+        if superseded(payload, response):
             return
         if self._take_challenge(ex, response):
             payload = await anyio.to_thread.run_sync(build)
@@ -525,7 +467,7 @@ class PaymentAuth(httpx.Auth):
 
     def _topup(self, ex: PaidExchange, cid: str, additional: int) -> Callable[[], dict[str, Any]]:
         def build() -> dict[str, Any]:
-            expires = _unix(ex.challenge.expires)
+            expires = unix_expires(ex.challenge.expires)
             return self.payer.topup_payload(cid, additional, expires=expires)
 
         return build
@@ -554,22 +496,3 @@ class PaymentAuth(httpx.Auth):
     async def aclose(self) -> None:
         if self._async_client is not None:
             await self._async_client.aclose()
-
-
-def _unix(expires: str | None) -> int | None:
-    return None if expires is None else int(parse_rfc3339(expires).timestamp())
-
-
-def _superseded(payload: Mapping[str, Any], response: httpx.Response) -> bool:
-    """A stale-voucher 402 for a voucher another of ours already overtook (pipelined prepay
-    vouchers travel on several connections and may land out of order): nothing to do."""
-    if response.status_code != 402 or payload.get("action") != "voucher":
-        return False
-    accepted = _amount(_problem(response).get("acceptedCumulative"))
-    cumulative = _amount(payload.get("cumulativeAmount"))
-    return accepted is not None and cumulative is not None and accepted >= cumulative
-
-
-def _retry_after(response: httpx.Response, cap: float = 5.0) -> float:
-    value = response.headers.get("retry-after", "1")
-    return min(cap, float(value)) if value.isdigit() else 1.0

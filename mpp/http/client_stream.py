@@ -25,7 +25,7 @@ from mpp.http.sse import NEED_VOUCHER, RECEIPT, PaymentEvent, PaymentEventFilter
 from mpp.session.payer import DepositExhausted, PayerError
 
 if TYPE_CHECKING:
-    from mpp.http.client_auth import PaidExchange
+    from mpp.http.client_model import PaidExchange
 
 log = logging.getLogger(__name__)
 

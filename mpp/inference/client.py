@@ -16,7 +16,8 @@ from typing import IO, Any
 
 import httpx
 
-from mpp.http.client_auth import RECEIPTS_KEY, PaymentAuth
+from mpp.http.client_auth import PaymentAuth
+from mpp.http.client_model import RECEIPTS_KEY
 from mpp.session.payer import Payer
 
 __all__ = [
