@@ -66,6 +66,9 @@ class Meter:
         self._emit = emit
         self.units = 0  # metered units delivered in this request
         self.reserved = 0  # charged in the store, not yet used (released at the end)
+        # Used before the response started: delivered only once a 2xx starts; a request that
+        # ends as a 402 or an error before that gives it back (nothing was delivered).
+        self.unstarted = 0
         self.insufficient: PaymentError | None = None  # ran dry before the response started
         self.ended = False
         self.started = False
@@ -131,7 +134,17 @@ class Meter:
         assert self._mw is not None and self.paid is not None
         self.reserved -= cost
         self.units += units
-        self._mw.gate.engine.commit(self.paid.channel_id, cost)  # delivered from now on
+        if self.started:
+            self._mw.gate.engine.commit(self.paid.channel_id, cost)  # delivered from now on
+        else:
+            self.unstarted += cost
+
+    def response_started(self) -> None:
+        """A 2xx response starts: what was used before it is delivered from now on."""
+        self.started = True
+        if self._mw is not None and self.paid is not None and self.unstarted:
+            self._mw.gate.engine.commit(self.paid.channel_id, self.unstarted)
+        self.unstarted = 0
 
     async def _reserve(self, need: int) -> PaymentError | None:
         """Charge `need` (plus headroom up to `reserve_units`); None on success."""
@@ -164,9 +177,9 @@ class Meter:
 
     async def settle_reservation(self) -> None:
         """Give back what was reserved but not delivered (SessionServer.release)."""
-        if self.paid is None or self._mw is None or self.reserved <= 0:
+        if self.paid is None or self._mw is None or self.reserved + self.unstarted <= 0:
             return
-        amount, self.reserved = self.reserved, 0
+        amount, self.reserved, self.unstarted = self.reserved + self.unstarted, 0, 0
         engine, cid, chid = self._mw.gate.engine, self.paid.channel_id, self.paid.challenge.id
         with anyio.CancelScope(shield=True):
             state = await self._mw.run_fast(lambda: engine.release(cid, amount, challenge_id=chid))
@@ -385,7 +398,7 @@ class PaymentMiddleware:
             start["headers"] = headers
             await send(message)
             return
-        meter.started = True
+        meter.response_started()
         meter.event_stream = is_event_stream(_get(headers, "content-type"))
         if meter.event_stream:
             meter.generation = self.begin_stream(paid.channel_id)
