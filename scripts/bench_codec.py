@@ -115,6 +115,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=1.0, help="timing window per case")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (best kept)")
+    parser.add_argument("--json", type=Path, help="also write the results as JSON here")
     args = parser.parse_args()
     challenge_header, credential_header = typical_headers()
     # Interleave the two sides and keep each side's best round, so noise hits both alike.
@@ -131,6 +132,9 @@ def main() -> None:
     for case in ("challenge", "credential"):
         ratio = mine[case] / theirs[case]
         print(f"| {case} | {mine[case]:,.0f} | {theirs[case]:,.0f} | {ratio:.2f} |")
+    if args.json:
+        cases = {c: {"mpp": v, "pympp": theirs[c], "ratio": v / theirs[c]} for c, v in mine.items()}
+        args.json.write_text(json.dumps({"cases": cases}, indent=2))
 
 
 if __name__ == "__main__":

@@ -8,7 +8,9 @@ Prints a markdown table (gas used per operation). Opens are real 0x76 batches
 from __future__ import annotations
 
 import argparse
+import json
 import os
+from pathlib import Path
 from typing import Any
 
 from mpp.chain.devnet import DEV_KEY_0, Devnet
@@ -82,6 +84,7 @@ def measure(hardfork: str | None) -> dict[str, int]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--hardforks", default="default,T4")
+    parser.add_argument("--json", type=Path, help="also write the results as JSON here")
     args = parser.parse_args()
     forks = [f.strip() for f in args.hardforks.split(",") if f.strip()]
     results = {f: measure(None if f == "default" else f) for f in forks}
@@ -89,6 +92,8 @@ def main() -> None:
     print("|---|" + "---:|" * len(forks))
     for op in OPERATIONS:
         print(f"| {op} | " + " | ".join(f"{results[f][op]:,}" for f in forks) + " |")
+    if args.json:
+        args.json.write_text(json.dumps({"gas": results}, indent=2))
 
 
 if __name__ == "__main__":

@@ -118,6 +118,7 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--prepay", type=int, default=100, help="prepay-ahead units per voucher")
     ap.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--json", type=Path, help="also write the results as JSON here")
     args = ap.parse_args()
     if args.serve:
         return serve()
@@ -151,14 +152,16 @@ def main() -> int:
                     if time.monotonic() > deadline:
                         raise
                     time.sleep(0.05)
-            run(env, url, args)
+            result = run(env, url, args)
+            if args.json:
+                args.json.write_text(json.dumps(result, indent=2))
         finally:
             child.terminate()
             child.wait(10)
     return 0
 
 
-def run(env: Env, url: str, args: argparse.Namespace) -> None:
+def run(env: Env, url: str, args: argparse.Namespace) -> dict[str, Any]:
     payer = env.payer_for(policy=None)
     auth = PaymentAuth(payer, allow_insecure=True, deposit=10**8, prepay_units=args.prepay)
     paid_client = httpx.Client(auth=auth, timeout=60)
@@ -195,6 +198,20 @@ def run(env: Env, url: str, args: argparse.Namespace) -> None:
     )
     paid_client.close()
     free_client.close()
+    return {
+        "units": args.units,
+        "prepay": args.prepay,
+        "rounds": args.rounds,
+        "sse_unpaid_best": max(free),
+        "sse_paid_best": max(paid),
+        "sse_ratio_best": max(paid) / max(free),
+        "sse_ratio_median": statistics.median(paid) / statistics.median(free),
+        "flat_p50_paid_ms": p50p * 1e3,
+        "flat_p50_unpaid_ms": p50f * 1e3,
+        "flat_added_p50_ms": (p50p - p50f) * 1e3,
+        "flat_p90_paid_ms": p90p * 1e3,
+        "requests": len(paid_t),
+    }
 
 
 if __name__ == "__main__":

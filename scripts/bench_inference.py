@@ -11,6 +11,7 @@ provider, API-key and Payment auth. Alternates Bearer and Payment requests and r
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import tempfile
 import time
@@ -65,6 +66,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--tokens", type=int, default=100)
     ap.add_argument("--rounds", type=int, default=7)
+    ap.add_argument("--json", type=Path, help="also write the results as JSON here")
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp())
     with Devnet.start() as devnet:
@@ -118,6 +120,11 @@ def main() -> None:
         f"TTFT ms   unpaid {ttft['unpaid']:.2f}  paid {ttft['paid']:.2f}  "
         f"added {ttft['paid'] - ttft['unpaid']:.2f} ms (goal <= 5 ms)"
     )
+    if args.json:
+        result = {"tokens": args.tokens, "rounds": args.rounds, "tokens_s": tps}
+        result |= {"tokens_s_ratio": tps["paid"] / tps["unpaid"], "after_first": gen}
+        result |= {"ttft_ms": ttft, "ttft_added_ms": ttft["paid"] - ttft["unpaid"]}
+        args.json.write_text(json.dumps(result, indent=2))
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import json
 import os
 import sys
 import tempfile
@@ -58,7 +59,7 @@ def charge(cur: ChannelState | None) -> Mutation:
     return Mutation(dataclasses.replace(cur, spent=cur.spent + 1))
 
 
-def bench(name: str, store: Store, n: int) -> None:
+def bench(name: str, store: Store, n: int) -> dict[str, float]:
     store.update(CID, _initial)
     for i in range(200):  # warm up: statement caches, psycopg auto-prepare
         store.update(CID, accept_op(i))
@@ -72,6 +73,7 @@ def bench(name: str, store: Store, n: int) -> None:
     charge_rate = n / (time.perf_counter() - t0)
     store.close()
     print(f"{name:<26} accept+audit {accept_rate:>9,.0f} ops/s   charge {charge_rate:>9,.0f} ops/s")
+    return {"accept_audit": accept_rate, "charge": charge_rate}
 
 
 @contextlib.contextmanager
@@ -94,20 +96,24 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=5000)
     ap.add_argument("--pg", help="PostgreSQL DSN (a database the bench may write into)")
     ap.add_argument("--pg-temp", action="store_true", help="start a throwaway local cluster")
+    ap.add_argument("--json", type=Path, help="also write the results as JSON here")
     args = ap.parse_args()
     print(f"single thread, n={args.n}, python {sys.version.split()[0]}")
-    bench("memory", MemoryStore(), args.n)
+    rows = {"memory": bench("memory", MemoryStore(), args.n)}
     with tempfile.TemporaryDirectory() as tmp:
         for sync in ("FULL", "NORMAL"):
             path = os.path.join(tmp, f"bench-{sync}.db")
-            bench(f"sqlite synchronous={sync}", SqliteStore(path, synchronous=sync), args.n)  # type: ignore[arg-type]
+            name = f"sqlite synchronous={sync}"
+            rows[name] = bench(name, SqliteStore(path, synchronous=sync), args.n)  # type: ignore[arg-type]
     with pg_target(args) as dsn:
         if dsn is None:
             print("postgres                   skipped (pass --pg DSN or --pg-temp)")
-            return
-        from mpp.store.postgres import PostgresStore
+        else:
+            from mpp.store.postgres import PostgresStore
 
-        bench("postgres", PostgresStore(dsn), args.n)
+            rows["postgres"] = bench("postgres", PostgresStore(dsn), args.n)
+    if args.json:
+        args.json.write_text(json.dumps({"n": args.n, "rows": rows}, indent=2))
 
 
 if __name__ == "__main__":
