@@ -24,6 +24,7 @@ import anyio.to_thread
 
 from mpp.core.errors import InsufficientBalance, PaymentError
 from mpp.core.http import receipt_cache_control
+from mpp.http.asgi_body import read_body, replay_body
 from mpp.http.idempotency import StoredResponse, fingerprint, valid_key
 from mpp.http.server_core import (
     Answer,
@@ -252,14 +253,14 @@ class PaymentMiddleware:
         if route is None:
             await self.app(scope, receive, send)
             return
-        body = await _read_body(receive)
+        body = await read_body(receive, MAX_BODY)
         if body is None:
             await _send_answer(send, Answer(413, (("content-length", "0"),)))
             return
         method = str(scope.get("method", "GET")).upper()
         headers = [(k.decode("latin-1").lower(), v.decode("latin-1")) for k, v in scope["headers"]]
         info = RequestInfo(method, scope.get("path", ""), headers, body)
-        receive = _replay(body, receive)
+        receive = replay_body(body, receive)
         pending = self.gate.prepare(route, info)
         if pending is None:  # let through unpaid: a Meter that never charges, never emits
             await self.app({**scope, SCOPE_KEY: Meter()}, receive, send)
@@ -425,36 +426,6 @@ def _get(headers: list[tuple[str, str]], name: str) -> str | None:
         if k == name:
             return v
     return None
-
-
-async def _read_body(receive: Receive) -> bytes | None:
-    chunks: list[bytes] = []
-    size = 0
-    while True:
-        message = await receive()
-        if message["type"] != "http.request":
-            break
-        chunk = bytes(message.get("body", b""))
-        size += len(chunk)
-        if size > MAX_BODY:
-            return None
-        chunks.append(chunk)
-        if not message.get("more_body", False):
-            break
-    return b"".join(chunks)
-
-
-def _replay(body: bytes, receive: Receive) -> Receive:
-    sent = False
-
-    async def replayed() -> Message:
-        nonlocal sent
-        if not sent:
-            sent = True
-            return {"type": "http.request", "body": body, "more_body": False}
-        return await receive()
-
-    return replayed
 
 
 async def _send_answer(send: Send, answer: Answer) -> None:

@@ -39,6 +39,7 @@ from mpp.http.asgi import (
     Send,
     get_meter,
 )
+from mpp.http.asgi_body import read_body, replay_body
 from mpp.http.server_core import PaymentGate, Price
 from mpp.inference.api import MAX_BODY_BYTES, APIError, ChatCompletionRequest, parse_request
 from mpp.inference.chunks import DONE, ChunkWriter, Usage, completion_body
@@ -216,7 +217,7 @@ class _Front:
             return
         body = await _read_body(receive)
         if not body and scheme == "payment" and self.paid is not None:  # voucher / close
-            await self.paid(scope, _replay(body, receive), _paid_send(send))
+            await self.paid(scope, replay_body(body, receive), _paid_send(send))
             return
         req = parse_request(body)
         planned = (req, self.service.plan(req))
@@ -224,9 +225,9 @@ class _Front:
         if scheme == "bearer":
             if not self._key_ok(value):
                 raise APIError.invalid_api_key()
-            await self.app(inner, _replay(body, receive), send)
+            await self.app(inner, replay_body(body, receive), send)
         elif self.paid is not None:
-            await self.paid(inner, _replay(body, receive), _paid_send(send))
+            await self.paid(inner, replay_body(body, receive), _paid_send(send))
         else:
             raise APIError(
                 401,
@@ -237,33 +238,10 @@ class _Front:
 
 
 async def _read_body(receive: Receive) -> bytes:
-    chunks: list[bytes] = []
-    size = 0
-    while True:
-        message = await receive()
-        if message["type"] != "http.request":
-            break
-        chunk = bytes(message.get("body", b""))
-        size += len(chunk)
-        if size > MAX_BODY_BYTES:
-            raise APIError.bad_request("Request body too large.", None, "body_too_large")
-        chunks.append(chunk)
-        if not message.get("more_body", False):
-            break
-    return b"".join(chunks)
-
-
-def _replay(body: bytes, receive: Receive) -> Receive:
-    sent = False
-
-    async def replayed() -> Message:
-        nonlocal sent
-        if not sent:
-            sent = True
-            return {"type": "http.request", "body": body, "more_body": False}
-        return await receive()
-
-    return replayed
+    body = await read_body(receive, MAX_BODY_BYTES)
+    if body is None:
+        raise APIError.bad_request("Request body too large.", None, "body_too_large")
+    return body
 
 
 async def _send(send: Send, status: int, headers: Mapping[str, str], body: bytes) -> None:
