@@ -358,12 +358,13 @@ class PaymentMiddleware:
                 captured.append(bytes(message.get("body", b"")))
             await send(message)
 
-        try:
-            await self.app({**scope, SCOPE_KEY: meter}, receive, wrapped)
-            if start.get("drop"):  # ran dry before the response started: 402, not a stream
-                assert meter.insufficient is not None
-                await _send_answer(send, gate.error(meter.insufficient, paid.route, info))
-        finally:
+        finished = False
+
+        async def finish() -> None:
+            nonlocal finished
+            if finished:
+                return
+            finished = True
             self.end_stream(paid.channel_id, meter.generation)
             await meter.settle_reservation()
             with anyio.CancelScope(shield=True):
@@ -381,6 +382,17 @@ class PaymentMiddleware:
                     # No 2xx started (error status, 402, the handler raised): the fixed price
                     # goes back and the key is freed for a retry.
                     await self.run_fast(lambda: gate.abandon(paid))
+
+        try:
+            await self.app({**scope, SCOPE_KEY: meter}, receive, wrapped)
+            if start.get("drop"):  # ran dry before the response started: 402, not a stream
+                assert meter.insufficient is not None
+                # Give back what was used and free the Idempotency-Key BEFORE answering: the
+                # client retries at once with the same key and must not find it in progress.
+                await finish()
+                await _send_answer(send, gate.error(meter.insufficient, paid.route, info))
+        finally:
+            await finish()
 
     async def _start(
         self, message: Message, meter: Meter, paid: Paid, start: dict[str, Any], send: Send
