@@ -256,8 +256,8 @@ def _build(
     return base_url.rstrip("/") + "/v1/chat/completions", body
 
 
-class ChatClient:
-    """Chat with an MPP inference server, paying with `payer` (or an operator `api_key`)."""
+class _ChatBase:
+    """What both clients share: one of a payer (Payment) or an operator API key (Bearer)."""
 
     def __init__(
         self,
@@ -266,15 +266,21 @@ class ChatClient:
         payer: Payer | PaymentAuth | None = None,
         api_key: str | None = None,
         model: str = DEFAULT_MODEL,
-        timeout: float = 120.0,
         **auth_kw: Any,
     ) -> None:
         if (payer is None) == (api_key is None):
             raise ValueError("give exactly one of payer or api_key")
         self.base_url, self.model = base_url, model
         self.auth = _auth(payer, **auth_kw) if payer is not None else None
-        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        self._http = httpx.Client(auth=self.auth, timeout=timeout, headers=headers)
+        self._headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+
+
+class ChatClient(_ChatBase):
+    """Chat with an MPP inference server, paying with `payer` (or an operator `api_key`)."""
+
+    def __init__(self, base_url: str, *, timeout: float = 120.0, **kw: Any) -> None:
+        super().__init__(base_url, **kw)
+        self._http = httpx.Client(auth=self.auth, timeout=timeout, headers=self._headers)
 
     def __repr__(self) -> str:  # never show the key
         return f"ChatClient({self.base_url!r}, paid={self.auth is not None})"
@@ -302,25 +308,12 @@ class ChatClient:
         self.close()
 
 
-class AsyncChatClient:
+class AsyncChatClient(_ChatBase):
     """The asyncio twin of `ChatClient`."""
 
-    def __init__(
-        self,
-        base_url: str,
-        *,
-        payer: Payer | PaymentAuth | None = None,
-        api_key: str | None = None,
-        model: str = DEFAULT_MODEL,
-        timeout: float = 120.0,
-        **auth_kw: Any,
-    ) -> None:
-        if (payer is None) == (api_key is None):
-            raise ValueError("give exactly one of payer or api_key")
-        self.base_url, self.model = base_url, model
-        self.auth = _auth(payer, **auth_kw) if payer is not None else None
-        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        self._http = httpx.AsyncClient(auth=self.auth, timeout=timeout, headers=headers)
+    def __init__(self, base_url: str, *, timeout: float = 120.0, **kw: Any) -> None:
+        super().__init__(base_url, **kw)
+        self._http = httpx.AsyncClient(auth=self.auth, timeout=timeout, headers=self._headers)
 
     def __repr__(self) -> str:
         return f"AsyncChatClient({self.base_url!r}, paid={self.auth is not None})"
