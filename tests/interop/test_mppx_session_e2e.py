@@ -78,11 +78,17 @@ def server(devnet_clean: Devnet, payee: LocalAccount, tmp_path: Path) -> Iterato
         yield proc
 
 
+@pytest.mark.parametrize("escrow_mode", ["custom", "pinned"])
 def test_ses_31_mppx_legacy_client_pays_our_server(
-    devnet_clean: Devnet, server: ServerProcess, payer: LocalAccount, payee: LocalAccount
+    devnet_clean: Devnet,
+    server: ServerProcess,
+    payer: LocalAccount,
+    payee: LocalAccount,
+    escrow_mode: str,
 ) -> None:
     """SES-13..37: mppx opens on our escrow, streams through ≥2 need-voucher rounds, receives
-    every token, and closes; the payee gets exactly the recorded `spent`."""
+    every token, and closes; the payee gets exactly the recorded `spent`. The client either
+    accepts the challenge's escrow (`allowCustomEscrow`) or is pinned to ours."""
     token = devnet_clean.token
     view = devnet_clean.chain()
     payer_before = view.balance_of(token, payer.address)
@@ -94,6 +100,8 @@ def test_ses_31_mppx_legacy_client_pays_our_server(
         "maxDeposit": "1",
         "streams": 2,
     }
+    if escrow_mode == "pinned":
+        config["escrow"] = devnet_clean.escrow
     events = run_mppx_client(config)
 
     messages = [e["data"] for e in events if e["kind"] == "message"]
