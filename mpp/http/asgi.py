@@ -66,7 +66,9 @@ class Meter:
         self.paid = paid
         self._emit = emit
         self.units = 0  # metered units delivered in this request
-        self.reserved = 0  # charged in the store, not yet used (released at the end)
+        # Charged in the store, not yet used (released at the end); a metered request starts
+        # with what was reserved in its voucher's own transaction (PaymentGate.execute).
+        self.reserved = paid.result.reserved if paid is not None and paid.route.price.metered else 0
         # Used before the response started: delivered only once a 2xx starts; a request that
         # ends as a 402 or an error before that gives it back (nothing was delivered).
         self.unstarted = 0
@@ -277,7 +279,9 @@ class PaymentMiddleware:
             idem = IdempotencyKey(key, fingerprint(method, info.path, query, body))
 
         def work() -> Paid | Answer:
-            return self.gate.execute(pending, info, idempotency=idem)
+            return self.gate.execute(
+                pending, info, idempotency=idem, reserve_units=self.reserve_units
+            )
 
         if pending.action == "voucher":
             outcome = await self.run_fast(work)

@@ -288,9 +288,23 @@ class PaymentGate:
     # --- step 2: the engine (blocking; run in a worker thread) ----------------------------------
 
     def execute(
-        self, pending: Pending, info: RequestInfo, *, idempotency: IdempotencyKey | None = None
+        self,
+        pending: Pending,
+        info: RequestInfo,
+        *,
+        idempotency: IdempotencyKey | None = None,
+        reserve_units: int = 0,
     ) -> Paid | Answer:
+        """Verify the credential and reserve what the request will use, in ONE transaction when
+        it is a voucher: the fixed price, or up to `reserve_units` of a metered route."""
         route, cred = pending.route, pending.credential
+        price = route.price
+        if pending.management:
+            reserve, partial = 0, False
+        elif price.metered:
+            reserve, partial = reserve_units * price.amount, True
+        else:
+            reserve, partial = price.amount, False
         try:
             result = self.engine.handle(
                 cred.payload,
@@ -298,19 +312,26 @@ class PaymentGate:
                 challenge_expires=to_unix(cred.challenge.expires),
                 source=cred.source,
                 terms=pending.terms,
+                reserve=reserve,
+                reserve_partial=partial,
             )
+            paid = Paid(route, pending.terms, cred.challenge, result.state.channel_id, result)
+            if not price.metered:
+                paid.charged = result.reserved  # the fixed price, reserved with the voucher
             if self.policy is not None and not self.policy(info, result):
+                self._give_back(paid)
                 raise PolicyDenied("payment verified, access denied by policy")  # CORE-28
             if pending.management:
                 return self.management_answer(result, info)
-            paid = Paid(route, pending.terms, cred.challenge, result.state.channel_id, result)
             if idempotency is not None:
-                # CORE-47/SES-29: hold the key BEFORE charging; a duplicate never pays.
+                # CORE-47/SES-29: hold the key before serving; a duplicate never pays (what was
+                # reserved with its voucher goes back).
                 answer = self._reserve_key(paid, idempotency, info)
                 if answer is not None or paid.replay is not None:
+                    self._give_back(paid)
                     return answer or paid
             try:
-                if not route.price.metered and route.price.amount:
+                if not price.metered and price.amount and not paid.charged:
                     state = self.engine.charge(  # SES-27/28: reserved until a 2xx starts
                         paid.channel_id,
                         route.price.amount,
@@ -328,6 +349,16 @@ class PaymentGate:
         except (ValueError, TypeError, KeyError) as exc:
             log.info("rejected payment credential: %s", type(exc).__name__)
             return self.error(MalformedCredential("payment credential rejected"), route, info)
+
+    def _give_back(self, paid: Paid) -> None:
+        """Release what was reserved with the voucher for a request that will not be served."""
+        held = paid.charged + (paid.result.reserved if paid.route.price.metered else 0)
+        paid.charged = 0
+        paid.result = dataclasses.replace(paid.result, reserved=0)
+        if held:
+            state = self.engine.release(paid.channel_id, held, challenge_id=paid.challenge.id)
+            if state is not None:
+                paid.result = dataclasses.replace(paid.result, state=state)
 
     def _reserve_key(self, paid: Paid, idem: IdempotencyKey, info: RequestInfo) -> Answer | None:
         now = self._clock()

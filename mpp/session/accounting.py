@@ -199,6 +199,22 @@ def apply_open(
     return _accept(base, cum, signature, challenge_id, now)
 
 
+def reserve_after_voucher(
+    voucher: Mutation, current: ChannelState, *, reserve: int, partial: bool, now: int
+) -> tuple[Mutation, int]:
+    """Fold a reservation into the voucher's own transaction (one durable write, not two).
+
+    `partial`: reserve up to `reserve` (a metered route's headroom); else all or nothing (a
+    fixed price: when it does not fit, nothing is reserved and the caller's own charge answers
+    insufficient-balance, while the voucher is still kept). Returns (mutation, reserved)."""
+    base = voucher.state or current
+    amount = min(reserve, base.available) if partial else reserve
+    if amount <= 0 or base.available < amount or base.finalized or base.close_requested_at:
+        return voucher, 0
+    charged = dataclasses.replace(base, spent=base.spent + amount, updated_at=now)
+    return Mutation(charged, voucher.vouchers), amount
+
+
 def apply_charge(current: ChannelState | None, cost: int, *, now: int) -> Mutation:
     """SES-27: deduct `cost` from available, persisted before the service is delivered."""
     if type(cost) is not int or cost < 0:

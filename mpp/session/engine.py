@@ -61,6 +61,7 @@ class SessionResult:
     state: ChannelState
     receipt: dict[str, Any]
     tx_hash: str | None = None
+    reserved: int = 0  # charged with the voucher, not delivered yet (see `handle(reserve=)`)
 
 
 @dataclass
@@ -129,19 +130,26 @@ class SessionServer:
         challenge_expires: int | None = None,
         source: str | None = None,
         terms: SessionTerms | None = None,
+        reserve: int = 0,
+        reserve_partial: bool = False,
     ) -> SessionResult:
         """Process one session credential payload (already HMAC-checked by the HTTP layer).
 
         `challenge_expires` (unix seconds) bounds an open/topUp tx's `valid_before`; an expired
         challenge → session/challenge-not-found (AMB-05). `source` is informative only.
+        `reserve` (vouchers only): also reserve that much of the balance in the same
+        transaction (`charge(reserve=True)` semantics; `reserve_partial`: up to that much), so a
+        paid request makes one durable write before it is served; `result.reserved` says how
+        much was reserved (0: the caller charges on its own).
         """
         terms = terms or self.terms
         p = parse_payload(payload)  # formats before any ECDSA (SES-42)
         if challenge_expires is not None and self.now() > challenge_expires:
             raise ChallengeNotFound("challenge expired")
         if isinstance(p, VoucherPayload):
-            state = self._voucher(p, terms, challenge_id)
-            return SessionResult("voucher", state, self.receipt(state, challenge_id=challenge_id))
+            state, reserved = self._voucher(p, terms, challenge_id, reserve, reserve_partial)
+            receipt = self.receipt(state, challenge_id=challenge_id)
+            return SessionResult("voucher", state, receipt, reserved=reserved)
         if isinstance(p, OpenPayload):
             state, tx_hash = self._open(p, terms, challenge_id, challenge_expires)
             return SessionResult(
@@ -252,14 +260,22 @@ class SessionServer:
             name=terms.domain_name,
         )
 
-    def _voucher(self, p: VoucherPayload, terms: SessionTerms, challenge_id: str) -> ChannelState:
+    def _voucher(
+        self,
+        p: VoucherPayload,
+        terms: SessionTerms,
+        challenge_id: str,
+        reserve: int = 0,
+        partial: bool = False,
+    ) -> tuple[ChannelState, int]:
         state = self._lookup(p.channel_id, terms)
         signer = self._recover(state, terms, p.cumulative_amount, p.signature)
         signature = _canonical(p.signature)
         rules, now = self._rules(terms), self.now()
-        new = self.store.update(
-            p.channel_id,
-            lambda cur: acc.apply_voucher(
+        reserved = [0]  # what the last run of `decide` reserved (it may run again on a retry)
+
+        def decide(cur: ChannelState | None) -> Mutation:
+            mutation = acc.apply_voucher(
                 cur,
                 cum=p.cumulative_amount,
                 signature=signature,
@@ -267,10 +283,19 @@ class SessionServer:
                 challenge_id=challenge_id,
                 now=now,
                 rules=rules,
-            ),
-        )
+            )
+            reserved[0] = 0
+            if reserve > 0 and cur is not None:
+                mutation, reserved[0] = acc.reserve_after_voucher(
+                    mutation, cur, reserve=reserve, partial=partial, now=now
+                )
+            return mutation
+
+        new = self.store.update(p.channel_id, decide)
         assert new is not None
-        return new
+        if reserved[0]:
+            self._holds.add(new.channel_id, reserved[0])
+        return new, reserved[0]
 
     # --- open / topUp ---------------------------------------------------------------------------
 
@@ -283,7 +308,7 @@ class SessionServer:
             # A retried open (or one another server process stored first): the channel is
             # already funded, so the initial voucher is just a voucher.
             voucher = VoucherPayload(p.channel_id, p.cumulative_amount, p.signature)
-            return self._voucher(voucher, terms, challenge_id), None
+            return self._voucher(voucher, terms, challenge_id)[0], None
         fresh = self._funding.expected_state(call, terms, now=self.now())
         signer = self._recover(fresh, terms, p.cumulative_amount, p.signature)
         signature = _canonical(p.signature)
