@@ -29,9 +29,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from mpp.session.engine import SessionServer  # noqa: E402
-from mpp.session.ports import ChannelState, Mutation, OnChainChannel, Store, TxReceipt  # noqa: E402
+from mpp.session.ports import ChannelState, Mutation, Store  # noqa: E402
 from mpp.session.terms import SessionTerms  # noqa: E402
 from mpp.session.voucher import recover_voucher_signer, sign_voucher, voucher_digest  # noqa: E402
+from tests.session._workers import NoChain  # noqa: E402  (the chain that must not be called)
 
 KEY = "0x" + "11" * 32
 PAYER = str(Account.from_key(KEY).address).lower()
@@ -41,24 +42,6 @@ TOKEN = "0x20c0000000000000000000000000000000000000"
 CHAIN_ID = 31337
 CID = "0x" + "ab" * 32
 NOW = 1_800_000_000
-
-
-class OfflineChain:
-    """The acceptance path must not touch the chain within the refresh TTL."""
-
-    chain_id = CHAIN_ID
-
-    def read_channel(self, escrow: str, channel_id: str) -> OnChainChannel:
-        raise AssertionError("RPC on the voucher path")
-
-    def send_raw_transaction(self, raw: bytes, *, timeout: float = 10.0) -> TxReceipt:
-        raise AssertionError("RPC on the voucher path")
-
-    def send_call(self, to: str, data: bytes, *, timeout: float = 10.0) -> TxReceipt:
-        raise AssertionError("RPC on the voucher path")
-
-    def latest_timestamp(self) -> int:
-        raise AssertionError("RPC on the voucher path")
 
 
 def rate(n: int, fn: Callable[[int], object], repeats: int = 3) -> float:
@@ -103,7 +86,7 @@ def acceptance(store: Store, vouchers: list[tuple[int, str, bytes]]) -> float:
     terms = SessionTerms(
         amount=1, currency=TOKEN, recipient=PAYEE, escrow_contract=ESCROW, chain_id=CHAIN_ID
     )
-    server = SessionServer(store, OfflineChain(), terms, now=lambda: NOW)
+    server = SessionServer(store, NoChain(), terms, now=lambda: NOW)
     payloads = [
         {"action": "voucher", "channelId": CID, "cumulativeAmount": str(cum), "signature": sig}
         for cum, sig, _ in vouchers
