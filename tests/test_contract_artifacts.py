@@ -2,6 +2,8 @@
 
 Selectors and topics are recomputed here from the canonical signatures with keccak and compared
 to the values PROTOCOL.md lists (ESC-01..05), so a drift in either the contract or the table shows.
+The exact-capture additions (ESC-16 settleCapture, ESC-17 closeCapture, InvalidCaptureAmount)
+are listed apart: the v1 tables stay as they were, and the ABI must be exactly v1 plus them.
 """
 
 from __future__ import annotations
@@ -15,6 +17,9 @@ from typing import Any
 
 import pytest
 from eth_utils.crypto import keccak
+
+from mpp.chain import escrow as esc
+from mpp.session import escrow_abi
 
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACT = ROOT / "mpp" / "chain" / "artifacts" / "TempoStreamChannel.json"
@@ -46,6 +51,11 @@ FUNCTION_SELECTORS = {  # ESC-01, ESC-03
     "getVoucherDigest(bytes32,uint128)": "0x862bb199",
 }
 
+CAPTURE_FUNCTION_SELECTORS = {  # ESC-16, ESC-17: ours, on top of the v1 ABI
+    "settleCapture(bytes32,uint128,uint128,bytes)": "0xd4ce0fdc",
+    "closeCapture(bytes32,uint128,uint128,bytes)": "0x909e3e60",
+}
+
 # ESC-04: PROTOCOL.md abbreviates topics to their first and last 4 bytes.
 EVENT_TOPICS = {
     "ChannelOpened(bytes32,address,address,address,address,bytes32,uint256)": ("cd6e6036", "5c94"),
@@ -72,6 +82,10 @@ ERROR_SELECTORS = {  # ESC-05, incl. the hardened InvalidToken and ZeroDeposit
     "DepositOverflow()": "0x1132981b",
     "InvalidToken()": "0xc1ab6dc1",
     "ZeroDeposit()": "0x56316e87",
+}
+
+CAPTURE_ERROR_SELECTORS = {  # ESC-16, ESC-17
+    "InvalidCaptureAmount()": "0xe90ab2c0",
 }
 
 
@@ -138,6 +152,29 @@ def test_esc01_esc03_function_selectors() -> None:
     assert "channels(bytes32)" in functions
 
 
+def test_esc16_esc17_capture_function_selectors() -> None:
+    functions = _abi_entries("function")
+    for signature, selector in CAPTURE_FUNCTION_SELECTORS.items():
+        assert signature in functions, f"missing function {signature}"
+        assert _selector(signature) == selector, signature
+        entry = functions[signature]
+        assert [i["name"] for i in entry["inputs"]] == [
+            "channelId",
+            "cumulativeAmount",
+            "captureAmount",
+            "signature",
+        ]
+        assert entry["outputs"] == [] and entry["stateMutability"] == "nonpayable"
+    # No selector clash with the v1 functions, and nothing else was added.
+    v1 = set(FUNCTION_SELECTORS.values())
+    assert not v1 & set(CAPTURE_FUNCTION_SELECTORS.values())
+    assert set(functions) == (
+        set(FUNCTION_SELECTORS)
+        | set(CAPTURE_FUNCTION_SELECTORS)
+        | {"eip712Domain()", "channels(bytes32)"}
+    )
+
+
 def test_esc01_constants_output_types() -> None:
     functions = _abi_entries("function")
     assert [o["type"] for o in functions["CLOSE_GRACE_PERIOD()"]["outputs"]] == ["uint64"]
@@ -179,7 +216,20 @@ def test_esc04_event_topics_and_indexing() -> None:
 
 def test_esc05_error_selectors() -> None:
     errors = _abi_entries("error")
-    for signature, selector in ERROR_SELECTORS.items():
+    for signature, selector in {**ERROR_SELECTORS, **CAPTURE_ERROR_SELECTORS}.items():
         assert signature in errors, f"missing error {signature}"
         assert _selector(signature) == selector, signature
-    assert set(errors) == set(ERROR_SELECTORS)
+    assert set(errors) == set(ERROR_SELECTORS) | set(CAPTURE_ERROR_SELECTORS)
+
+
+def test_python_encoders_and_error_names_match_the_artifact() -> None:
+    """mpp's selectors for the capture functions and its error table follow the artifact."""
+    assert (
+        "0x" + escrow_abi.SETTLE_CAPTURE.hex()
+        == CAPTURE_FUNCTION_SELECTORS["settleCapture(bytes32,uint128,uint128,bytes)"]
+    )
+    assert (
+        "0x" + escrow_abi.CLOSE_CAPTURE.hex()
+        == CAPTURE_FUNCTION_SELECTORS["closeCapture(bytes32,uint128,uint128,bytes)"]
+    )
+    assert {f"{name}()" for name in esc.ERROR_SELECTORS} == set(_abi_entries("error"))

@@ -10,6 +10,7 @@ import {
 } from "./OpenSettle.t.sol";
 import {TopUpTest, GracePeriodTest, CloseTest} from "./Lifecycle.t.sol";
 import {FuzzTest} from "./Fuzz.t.sol";
+import {SettleCaptureTest, CloseCaptureTest, CaptureFuzzTest} from "./Capture.t.sol";
 
 // The same suites, run on the committed, optimized bytecode (mpp/chain/artifacts/
 // TempoStreamChannel.json) rather than on forge's unoptimized build of the source: the code that
@@ -65,6 +66,24 @@ contract ArtifactCloseTest is CloseTest {
 }
 
 contract ArtifactFuzzTest is FuzzTest {
+    constructor() {
+        fromArtifact = true;
+    }
+}
+
+contract ArtifactSettleCaptureTest is SettleCaptureTest {
+    constructor() {
+        fromArtifact = true;
+    }
+}
+
+contract ArtifactCloseCaptureTest is CloseCaptureTest {
+    constructor() {
+        fromArtifact = true;
+    }
+}
+
+contract ArtifactCaptureFuzzTest is CaptureFuzzTest {
     constructor() {
         fromArtifact = true;
     }

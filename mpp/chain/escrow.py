@@ -22,12 +22,14 @@ from mpp.session.escrow_abi import (
     encode_approve,
     encode_balance_of,
     encode_close,
+    encode_close_capture,
     encode_compute_channel_id,
     encode_get_channel,
     encode_get_voucher_digest,
     encode_open,
     encode_request_close,
     encode_settle,
+    encode_settle_capture,
     encode_topup,
     encode_transfer,
     encode_withdraw,
@@ -48,12 +50,14 @@ __all__ = [
     "encode_approve",
     "encode_balance_of",
     "encode_close",
+    "encode_close_capture",
     "encode_compute_channel_id",
     "encode_get_channel",
     "encode_get_voucher_digest",
     "encode_open",
     "encode_request_close",
     "encode_settle",
+    "encode_settle_capture",
     "encode_topup",
     "encode_transfer",
     "encode_withdraw",
@@ -167,6 +171,7 @@ _ERROR_NAMES: Final = (
     "ChannelAlreadyExists", "ChannelNotFound", "ChannelFinalized", "InvalidSignature",
     "AmountExceedsDeposit", "AmountNotIncreasing", "NotPayer", "NotPayee", "TransferFailed",
     "CloseNotReady", "InvalidPayee", "DepositOverflow", "InvalidToken", "ZeroDeposit",
+    "InvalidCaptureAmount",  # ESC-16/17, ours: not mapped, so it surfaces as TransactionReverted
 )  # fmt: skip
 ERROR_SELECTORS: Final[dict[str, str]] = {
     name: "0x" + _selector(name + "()").hex() for name in _ERROR_NAMES

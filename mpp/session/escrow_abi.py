@@ -2,6 +2,8 @@
 
 Pure functions on bytes, shared by the session layer (which builds and checks open/topUp batches
 and submits settle/close) and mpp.chain (which re-exports them with the view-function decoders).
+Besides the v1 ABI, our escrow has the exact-capture pair (ESC-16 `settleCapture`, ESC-17
+`closeCapture`): a voucher for `cumulative_amount`, of which the payee takes `capture_amount`.
 """
 
 from __future__ import annotations
@@ -101,7 +103,8 @@ def _b32(value: str | bytes) -> bytes:
 
 
 def _sig_bytes(signature: str | bytes | None) -> bytes:
-    # close(id, cum, "") is valid when cum == settled: the escrow checks no signature (ESC-10).
+    # close(id, cum, "") is valid when cum == settled: the escrow checks no signature (ESC-10);
+    # so is closeCapture(id, cum, capture, "") when capture == settled (ESC-17).
     if not signature:
         return b""
     return bytes.fromhex(signature[2:]) if isinstance(signature, str) else bytes(signature)
@@ -111,6 +114,8 @@ def _sig_bytes(signature: str | bytes | None) -> bytes:
 
 SETTLE: Final = _selector("settle(bytes32,uint128,bytes)")
 CLOSE: Final = _selector("close(bytes32,uint128,bytes)")
+SETTLE_CAPTURE: Final = _selector("settleCapture(bytes32,uint128,uint128,bytes)")  # ESC-16
+CLOSE_CAPTURE: Final = _selector("closeCapture(bytes32,uint128,uint128,bytes)")  # ESC-17
 REQUEST_CLOSE: Final = _selector("requestClose(bytes32)")
 WITHDRAW: Final = _selector("withdraw(bytes32)")
 GET_CHANNEL: Final = _selector("getChannel(bytes32)")
@@ -133,6 +138,32 @@ def encode_close(
     return CLOSE + abi_encode(
         ["bytes32", "uint128", "bytes"],
         [_b32(channel_id), cumulative_amount, _sig_bytes(signature)],
+    )
+
+
+def encode_settle_capture(
+    channel_id: str | bytes, cumulative_amount: int, capture_amount: int, signature: str | bytes
+) -> bytes:
+    """ESC-16: take `capture_amount` (settled < capture <= cumulative) of a voucher for
+    `cumulative_amount`; `signature` covers `cumulative_amount`."""
+    return SETTLE_CAPTURE + abi_encode(
+        ["bytes32", "uint128", "uint128", "bytes"],
+        [_b32(channel_id), cumulative_amount, capture_amount, _sig_bytes(signature)],
+    )
+
+
+def encode_close_capture(
+    channel_id: str | bytes,
+    cumulative_amount: int,
+    capture_amount: int,
+    signature: str | bytes | None,
+) -> bytes:
+    """ESC-17: close capturing exactly `capture_amount` (>= settled), the rest of the deposit
+    refunded. When `capture_amount` equals what is settled the escrow looks at neither the
+    voucher nor the signature: pass None (encoded as empty bytes)."""
+    return CLOSE_CAPTURE + abi_encode(
+        ["bytes32", "uint128", "uint128", "bytes"],
+        [_b32(channel_id), cumulative_amount, capture_amount, _sig_bytes(signature)],
     )
 
 

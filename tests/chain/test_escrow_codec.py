@@ -68,6 +68,7 @@ def test_esc_05_error_selectors_match_protocol_and_artifact() -> None:
         "NotPayer": "0x1435e357", "NotPayee": "0x56cab67b", "TransferFailed": "0x90b8ec18",
         "CloseNotReady": "0x02b81e29", "InvalidPayee": "0xb387a238",
         "DepositOverflow": "0x1132981b", "InvalidToken": "0xc1ab6dc1", "ZeroDeposit": "0x56316e87",
+        "InvalidCaptureAmount": "0xe90ab2c0",  # ESC-16/17, ours
     }  # fmt: skip
     assert esc.ERROR_SELECTORS == expected
     in_abi = {item["name"] for item in load_escrow_artifact().abi if item["type"] == "error"}
