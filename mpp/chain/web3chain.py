@@ -25,7 +25,7 @@ from web3 import Web3
 from mpp.chain import escrow as esc
 from mpp.chain.artifacts import load_escrow_artifact
 from mpp.core import errors
-from mpp.session.ports import OnChainChannel, TxReceipt
+from mpp.session.ports import ChannelEvent, OnChainChannel, TxReceipt
 from mpp.session.tempo_tx import (
     ZERO_ADDRESS,
     build_tempo_tx,
@@ -176,6 +176,42 @@ class Web3Chain:
 
     def read_channel(self, escrow: str, channel_id: str) -> OnChainChannel:
         return esc.decode_channel(channel_id, self.call(escrow, esc.encode_get_channel(channel_id)))
+
+    def block_number(self) -> int:
+        return _int(self.rpc("eth_blockNumber"))
+
+    def channel_events(self, escrow: str, from_block: int, to_block: int) -> list[ChannelEvent]:
+        """The escrow's ESC-04 events in [from_block, to_block] (one `eth_getLogs`)."""
+        if to_block < from_block:
+            return []
+        logs = self.rpc(
+            "eth_getLogs",
+            [
+                {
+                    "address": escrow,
+                    "fromBlock": hex(from_block),
+                    "toBlock": hex(to_block),
+                    "topics": [list(esc.EVENT_TOPICS.values())],
+                }
+            ],
+        )
+        events = []
+        for log in logs or ():
+            decoded = esc.decode_event(dict(log))
+            if decoded is None:
+                continue
+            events.append(
+                ChannelEvent(
+                    name=decoded.name,
+                    channel_id=decoded.channel_id,
+                    block_number=_int(log["blockNumber"]),
+                    tx_hash=str(log["transactionHash"]).lower(),
+                    log_index=_int(log.get("logIndex", 0)),
+                    args=decoded.args,
+                )
+            )
+        events.sort(key=lambda e: (e.block_number, e.log_index))
+        return events
 
     def latest_timestamp(self) -> int:
         """The chain's "now": the pending block's timestamp (what a node checks `valid_before`

@@ -36,8 +36,10 @@ class ChannelState:
     """Server-side accounting for one channel, keyed by lowercase channel id (AMB-01).
 
     Invariants kept by the engine: spent <= accepted_cumulative <= deposit and
-    settled <= accepted_cumulative. `settled` may exceed `spent` (the server settled its highest
-    voucher; the payer keeps its unspent credit). `available = accepted_cumulative - spent`.
+    settled <= accepted_cumulative. The payee captures exactly what was delivered
+    (mpp.session.settlement), so `settled <= spent` on rows this version settled; an older
+    row may hold settled > spent (the whole voucher was settled). `available =
+    accepted_cumulative - spent`.
     """
 
     channel_id: str
@@ -127,6 +129,12 @@ class Store(Protocol):
         request frees its own pending marker, never another's); True when removed."""
         ...
 
+    def get_meta(self, key: str) -> str | None:
+        """A small durable setting of the server itself (the chain watcher's block cursor)."""
+        ...
+
+    def put_meta(self, key: str, value: str) -> None: ...
+
     def close(self) -> None: ...
 
 
@@ -153,10 +161,34 @@ class TxReceipt:
     logs: tuple[dict[str, object], ...] = ()
 
 
+@dataclass(frozen=True)
+class ChannelEvent:
+    """One escrow event (ESC-04) as the chain watcher sees it; ids and addresses lowercase.
+
+    `name` is the event name (`CloseRequested`, `TopUp`, `Settled`, `ChannelClosed`, ...) and
+    `args` its non-indexed fields (amounts as int).
+    """
+
+    name: str
+    channel_id: str
+    block_number: int
+    tx_hash: str
+    log_index: int
+    args: dict[str, object] = field(default_factory=dict)
+
+
 class Chain(Protocol):
     """What the engine needs from a chain; never called per voucher (DESIGN)."""
 
     chain_id: int
+
+    def block_number(self) -> int:
+        """The latest block's number."""
+        ...
+
+    def channel_events(self, escrow: str, from_block: int, to_block: int) -> list[ChannelEvent]:
+        """The escrow's events in [from_block, to_block], in chain order."""
+        ...
 
     def read_channel(self, escrow: str, channel_id: str) -> OnChainChannel: ...
 

@@ -20,6 +20,7 @@ class MemoryStore:
         self._states: dict[str, ChannelState] = {}
         self._vouchers: dict[str, list[VoucherRecord]] = {}
         self._idem: dict[tuple[str, str], bytes] = {}
+        self._settings: dict[str, str] = {}
         self._locks: dict[str, threading.Lock] = {}
         # Guards the dicts themselves (creating per-channel locks, idempotency records).
         self._meta = threading.Lock()
@@ -92,6 +93,16 @@ class MemoryStore:
                 return False
             del self._idem[(scope, key)]
             return True
+
+    def get_meta(self, key: str) -> str | None:
+        with self._meta:
+            self._check_open()
+            return self._settings.get(key)
+
+    def put_meta(self, key: str, value: str) -> None:
+        with self._meta:
+            self._check_open()
+            self._settings[key] = str(value)
 
     def close(self) -> None:
         self._closed = True

@@ -75,6 +75,7 @@ _SCHEMA = (
         response BYTEA NOT NULL,
         PRIMARY KEY (scope, key)
     )""",
+    "CREATE TABLE IF NOT EXISTS mpp_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
 )
 
 _COLS = (
@@ -267,6 +268,17 @@ class PostgresStore:
             (scope, key, bytes(expected)),
         )
         return cur.rowcount == 1
+
+    def get_meta(self, key: str) -> str | None:
+        rows = self._read("SELECT value FROM mpp_meta WHERE key = %s", (key,))
+        return str(rows[0][0]) if rows else None
+
+    def put_meta(self, key: str, value: str) -> None:
+        self._conn().execute(
+            "INSERT INTO mpp_meta (key, value) VALUES (%s, %s) "
+            "ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value",
+            (key, str(value)),
+        )
 
     def subscribe_vouchers(self, callback: Callable[[str | None], None]) -> Callable[[], None]:
         """ports.VoucherFeed: `callback(channel_id)` for vouchers committed by any process."""

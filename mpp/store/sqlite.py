@@ -59,6 +59,10 @@ CREATE TABLE IF NOT EXISTS idempotency (
     response BLOB NOT NULL,
     PRIMARY KEY (scope, key)
 );
+CREATE TABLE IF NOT EXISTS meta (
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
 """
 
 _COLUMNS = (
@@ -252,6 +256,15 @@ class SqliteStore:
             (scope, key, bytes(expected)),
         )
         return cur.rowcount == 1
+
+    def get_meta(self, key: str) -> str | None:
+        row = self._conn().execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def put_meta(self, key: str, value: str) -> None:
+        self._conn().execute(
+            "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, str(value))
+        )
 
     def close(self) -> None:
         self._conns.close_all()

@@ -20,7 +20,7 @@ from eth_account import Account
 from eth_hash.auto import keccak
 
 from mpp.session.engine import SessionServer
-from mpp.session.ports import ChannelState, OnChainChannel, TxReceipt
+from mpp.session.ports import ChannelEvent, ChannelState, OnChainChannel, TxReceipt
 from mpp.session.terms import SessionTerms
 from mpp.session.voucher import sign_voucher
 
@@ -103,6 +103,12 @@ class NoChain:
 
     def latest_timestamp(self) -> int:
         raise AssertionError("unexpected RPC: latest_timestamp")
+
+    def block_number(self) -> int:
+        raise AssertionError("unexpected RPC: block_number")
+
+    def channel_events(self, escrow: str, from_block: int, to_block: int) -> list[ChannelEvent]:
+        raise AssertionError("unexpected RPC: channel_events")
 
 
 # --- anvil helpers -------------------------------------------------------------------------------

@@ -307,3 +307,13 @@ def test_close_then_use_fails(store_dsn: str) -> None:
     s.close()
     with pytest.raises(Exception):  # noqa: B017 - adapters raise their own "closed" errors
         s.update(CID, lambda cur: create(CID))
+
+
+def test_meta_settings_are_durable_and_overwritten(store: Store) -> None:
+    """The chain watcher keeps its block cursor here (SES-43: catch up after downtime)."""
+    assert store.get_meta("watcher:cursor") is None
+    store.put_meta("watcher:cursor", "41")
+    store.put_meta("watcher:cursor", "42")
+    store.put_meta("other", "x")
+    assert store.get_meta("watcher:cursor") == "42"
+    assert store.get_meta("other") == "x"
