@@ -4,10 +4,11 @@
         --store sqlite:///var/lib/mpp/server.db --rpc-url http://127.0.0.1:8545 \
         --threshold 1000000 [--dry-run] [--json]
 
-"Unsettled" is what the payer has signed for but the chain has not paid yet:
-`acceptedCumulative - settled` in the server's store. Each settlement puts the channel's highest
-voucher on chain with the server's own settlement component (mpp.session.settlement.Settler)
-and records the new settled amount in the store, exactly as the running server would.
+"Unsettled" is what was delivered but the chain has not paid yet: `spent - settled` in the
+server's store. Each settlement presents the channel's highest voucher and captures exactly
+`spent` with the server's own settlement component (mpp.session.settlement.Settler), recording
+the new settled amount in the store, as the running server does (`mpp serve` settles on its own
+by default; this script is for operators who turned that off).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from dataclasses import asdict, dataclass
 from mpp.chain.web3chain import Web3Chain
 from mpp.cli._channel_payee import settler_for
 from mpp.session.ports import Store
+from mpp.session.settlement import earned
 from mpp.store.open import open_store
 
 
@@ -37,7 +39,7 @@ def settle_over_threshold(
     settler = settler_for(store, chain)
     done = []
     for state in store.channels():
-        unsettled = state.accepted_cumulative - state.settled
+        unsettled = earned(state) - state.settled
         if state.finalized or unsettled <= threshold or not state.voucher_signature:
             continue
         tx_hash = None if dry_run else settler.settle(state.channel_id)

@@ -1,8 +1,10 @@
 """`mpp channel settle` and `mpp channel close`: the payee puts a voucher on chain (SES-35/36).
 
-With `--store DSN` the voucher is the server's highest accepted one, and the store is updated the
-way the running server would (mpp.session.settlement.Settler: a close captures exactly `spent`
-when it can, AMB-02). Without a store, `--amount/--signature` give the voucher explicitly; a
+With `--store DSN` the server's highest voucher is presented and exactly what the store says was
+delivered (`spent`) is captured, the way the running server does it (mpp.session.settlement:
+ESC-16/17 capture calls, SES-36); a close refunds the rest. Units a running server has reserved
+for a stream in flight count as delivered here: prefer letting the server settle. Without a
+store, `--amount/--signature` give the voucher explicitly and the whole amount is captured; a
 close without one captures what is already settled and refunds the rest (ESC-10).
 
 Shapes: settle {"channelId", "txHash" (null: nothing to settle), "settledBefore", "settled",

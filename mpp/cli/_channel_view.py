@@ -22,6 +22,7 @@ from typing import Any
 
 from mpp.chain.web3chain import Web3Chain
 from mpp.cli._common import (
+    EXIT_CHAIN,
     EXIT_USAGE,
     CliError,
     channel_id_arg,
@@ -34,8 +35,11 @@ from mpp.cli._common import (
     table,
     usage_error,
 )
+from mpp.core.errors import ChainUnavailable
+from mpp.session.payer import follow_chain
 from mpp.session.payer_model import PayerChannel
 from mpp.session.ports import ChannelState, OnChainChannel, Store
+from mpp.session.settlement import earned
 from mpp.store.open import open_store
 from mpp.store.payer_records import PayerRecords
 
@@ -82,7 +86,7 @@ def _store_view(state: ChannelState) -> dict[str, Any]:
         "spent": str(state.spent),
         "settled": str(state.settled),
         "deposit": str(state.deposit),
-        "unsettled": str(max(0, state.accepted_cumulative - state.settled)),
+        "unsettled": str(earned(state) - state.settled),  # delivered, not yet on chain
         "finalized": state.finalized,
         "hasVoucher": bool(state.voucher_signature),
         "updatedAt": state.updated_at,
@@ -181,7 +185,7 @@ def _store_row(s: ChannelState) -> dict[str, Any]:
         "settled": str(s.settled),
         "acceptedCumulative": str(s.accepted_cumulative),
         "spent": str(s.spent),
-        "unsettled": str(max(0, s.accepted_cumulative - s.settled)),
+        "unsettled": str(earned(s) - s.settled),
         "finalized": s.finalized,
         "closeRequestedAt": s.close_requested_at,
         "updatedAt": s.updated_at,
@@ -228,21 +232,43 @@ def run_list(args: argparse.Namespace) -> int:
         records = open_records(args, create=False)
         try:
             found = records.all() if records is not None else []
+            if records is not None and found:
+                found = _follow_chain(args, records, found)
         finally:
             if records is not None:
                 records.close()
         rows = [_record_row(r) for r in found]
         data = {"source": "records", "channels": rows}
-        headers = ["CHANNEL", "PAYEE", "DEPOSIT", "SIGNED", "SPENT", "STATUS"]
+        headers = ["CHANNEL", "PAYEE", "DEPOSIT", "SIGNED", "SPENT", "SETTLED", "STATUS"]
         cells = [
             [_short(r["channelId"]), r["payee"], r["deposit"], r["cumulative"], r["spent"],
-             r["status"]]
+             r["settled"], r["status"]]
             for r in rows
         ]  # fmt: skip
     where = _where(args.store) if args.store else str(records_path(args))
     title = f"{len(rows)} channel(s) in {where} (amounts in base units)"
     emit(args, data, lambda: title + "\n" + table(headers, cells))
     return 0
+
+
+def _follow_chain(
+    args: argparse.Namespace, records: PayerRecords, found: list[PayerChannel]
+) -> list[PayerChannel]:
+    """With an RPC URL, the records follow their channels on chain first (settled, closing,
+    closed by the payee or by our withdraw); without one they are shown as last known."""
+    if not env_or(getattr(args, "rpc_url", None), "MPP_RPC_URL"):
+        return found
+    chain = connect(args)
+    synced = []
+    for rec in found:
+        if rec.status in ("closed", "stale"):
+            synced.append(rec)
+            continue
+        try:
+            synced.append(follow_chain(records, chain, rec.channel_id))
+        except ChainUnavailable:
+            raise CliError("RPC endpoint unreachable while reading channels", EXIT_CHAIN) from None
+    return synced
 
 
 def _where(dsn: str) -> str:

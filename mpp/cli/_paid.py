@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 
 from mpp.chain.web3chain import Web3Chain
 from mpp.core.binding import ChallengeIssuer
-from mpp.http.asgi import ASGIApp
+from mpp.http.asgi import ASGIApp, PaymentMiddleware
 from mpp.inference.server import UNIT_TYPE, create_app
 from mpp.inference.settings import InferenceSettings, PaymentConfig
 from mpp.session.engine import SessionServer
@@ -34,7 +34,7 @@ class PaymentOptions:
     fee_payer: bool = False
     min_deposit: int = 0
     voucher_timeout: float = 60.0
-    settlement: SettlementPolicy = field(default_factory=SettlementPolicy)
+    settlement: SettlementPolicy = field(default_factory=SettlementPolicy)  # on by default
 
 
 def attach_payment(
@@ -85,7 +85,14 @@ def serve_in_thread(
 
     app: ASGIApp = create_app(settings)
     port = port or free_port(host)
-    config = uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="on")
+    config = uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        log_level="warning",
+        lifespan="on",
+        timeout_graceful_shutdown=30,
+    )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, name="mpp-serve", daemon=True)
     thread.start()
@@ -99,5 +106,11 @@ def serve_in_thread(
             time.sleep(0.01)
         yield f"http://{host}:{port}"
     finally:
+        # Graceful shutdown: paid streams end at their next unit with their final receipt
+        # (and new paid requests get 503), then uvicorn stops accepting and waits for the
+        # responses in flight.
+        paid = getattr(app, "paid", None)
+        if isinstance(paid, PaymentMiddleware):
+            paid.drain()
         server.should_exit = True
-        thread.join(15)
+        thread.join(35)

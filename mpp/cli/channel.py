@@ -123,12 +123,21 @@ def _require_funds(chain: Web3Chain, token: str, amount: int) -> None:
         )
 
 
-def _own_channel(chain: Web3Chain, escrow: str, cid: str) -> OnChainChannel:
+def _own_channel(
+    chain: Web3Chain, escrow: str, cid: str, args: argparse.Namespace | None = None
+) -> OnChainChannel:
     onchain = read_existing(chain, escrow, cid)
     if onchain.payer != chain.address:
         raise usage_error(f"this key is not the payer of channel {cid} ({onchain.payer})")
     if onchain.finalized:
-        raise CliError(f"channel {cid} is finalized")
+        if args is not None:
+            _update_record(args, cid, status="closed", settled=onchain.settled)
+        # Our escrow keeps the record of a closed channel: say where the money went.
+        refund = onchain.deposit - onchain.settled
+        raise CliError(
+            f"channel {cid} is already closed: {format_amount(onchain.settled)} went to the "
+            f"payee and {format_amount(refund)} back to the payer"
+        )
     return onchain
 
 
@@ -236,7 +245,7 @@ def run_topup(args: argparse.Namespace) -> int:
 def run_request_close(args: argparse.Namespace) -> int:
     cid = channel_id_arg(args.channel_id)
     chain, escrow = _payer_chain(args)
-    onchain = _own_channel(chain, escrow, cid)
+    onchain = _own_channel(chain, escrow, cid, args)
     if onchain.close_requested_at:
         raise CliError(f"close already requested at {iso(onchain.close_requested_at)}")
     with step(args, "requesting close"):
@@ -262,7 +271,7 @@ def run_request_close(args: argparse.Namespace) -> int:
 def run_withdraw(args: argparse.Namespace) -> int:
     cid = channel_id_arg(args.channel_id)
     chain, escrow = _payer_chain(args)
-    onchain = _own_channel(chain, escrow, cid)
+    onchain = _own_channel(chain, escrow, cid, args)
     if not onchain.close_requested_at:
         raise CliError("no close request on this channel: run `mpp channel request-close` first")
     ready = onchain.close_requested_at + chain.close_grace_period(escrow)

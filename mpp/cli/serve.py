@@ -5,9 +5,20 @@ MPP_CONFIG), else defaults. TOML keys (all optional; unknown keys are an error):
 
     rpc_url, chain_id, escrow, token, store, bind ("host:port"), realm, secret_env,
     payee_key_env, keystore, password_env, unit_price, suggested_deposit_units,
-    voucher_timeout, min_deposit, fee_payer, settle_every_amount, settle_every_seconds,
-    api_key_envs (list of env var names), routing_seed, [[providers]] tables
-    (mpp.inference.settings.build_provider: kind, name, models, input_price_per_million, ...)
+    voucher_timeout, min_deposit, fee_payer, api_key_envs (list of env var names),
+    routing_seed, [[providers]] tables (mpp.inference.settings.build_provider: kind, name,
+    models, input_price_per_million, ...), and a [settlement] table:
+
+    [settlement]
+    enabled = true        # false: no periodic settlement, no idle closes (warned at start)
+    threshold = 1000000   # settle a channel once its unsettled earnings reach this (base units)
+    interval = 3600       # settle unsettled earnings at least this often (seconds)
+    idle_close = 86400    # close channels idle this long (seconds); 0 turns one of these off
+    confirmations = 0     # blocks the chain watcher leaves at the head
+    poll_interval = 1.0   # seconds between chain watcher rounds
+
+The chain watcher always runs: a payer's close request is answered by a cooperative close that
+captures exactly what was delivered, whatever the settlement settings (mpp.session.watcher).
 
 Environment: MPP_RPC_URL, MPP_CHAIN_ID, MPP_ESCROW, MPP_STORE, MPP_BIND, MPP_PAYEE_KEY (or
 the variable named by payee_key_env), MPP_SECRET (HMAC secret for challenges, >= 32 bytes; a
@@ -23,10 +34,10 @@ import os
 import signal
 import sys
 import threading
-import time
 import tomllib
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 from typing import Any, Final
@@ -46,7 +57,9 @@ from mpp.cli._common import (
 )
 from mpp.cli._paid import PaymentOptions, attach_payment, serve_in_thread
 from mpp.inference.settings import settings_from_config
+from mpp.session.engine import SessionServer
 from mpp.session.settlement import SettlementPolicy
+from mpp.session.watcher import ChainWatcher
 
 __all__ = ["load_config", "register", "run"]
 
@@ -54,8 +67,8 @@ _KEYS: Final = frozenset(
     {
         "rpc_url", "chain_id", "escrow", "token", "store", "bind", "realm", "secret_env",
         "payee_key_env", "keystore", "password_env", "unit_price", "suggested_deposit_units",
-        "voucher_timeout", "min_deposit", "fee_payer", "settle_every_amount",
-        "settle_every_seconds", "api_key_envs", "routing_seed", "providers",
+        "voucher_timeout", "min_deposit", "fee_payer", "settlement", "api_key_envs",
+        "routing_seed", "providers",
     }
 )  # fmt: skip
 # flag dest -> (environment variable, TOML key)
@@ -66,7 +79,9 @@ _SOURCES: Final = {
     "store": ("MPP_STORE", "store"),
     "bind": ("MPP_BIND", "bind"),
 }
-_SETTLE_EVERY: Final = 5.0  # seconds between settlement-policy checks
+_SETTLEMENT_KEYS: Final = frozenset(
+    {"enabled", "threshold", "interval", "idle_close", "confirmations", "poll_interval"}
+)
 
 
 def register(subparsers: Any) -> None:
@@ -88,6 +103,33 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--realm", help="challenge realm")
     parser.add_argument(
         "--api-key-env", action="append", help="env var holding an operator API key (repeatable)"
+    )
+    group = parser.add_argument_group("settlement (on by default; see [settlement] in --config)")
+    group.add_argument(
+        "--settle-threshold",
+        type=int,
+        metavar="UNITS",
+        help="settle once unsettled earnings reach this (0: off)",
+    )
+    group.add_argument(
+        "--settle-interval",
+        type=int,
+        metavar="SECONDS",
+        help="settle unsettled earnings at least this often (0: off)",
+    )
+    group.add_argument(
+        "--idle-close", type=int, metavar="SECONDS", help="close channels idle this long (0: off)"
+    )
+    group.add_argument(
+        "--no-settlement",
+        action="store_true",
+        help="no periodic settlement or idle closes (close requests still answered)",
+    )
+    group.add_argument(
+        "--confirmations",
+        type=int,
+        metavar="BLOCKS",
+        help="blocks the chain watcher leaves at the head (default 0)",
     )
     add_key_flags(parser, "payee")
     parser.set_defaults(handler=run, key_env=None, password_env=None)
@@ -134,6 +176,48 @@ def _bind(value: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
+@dataclass(frozen=True)
+class WatchOptions:
+    policy: SettlementPolicy
+    confirmations: int
+    poll_interval: float
+
+
+def _settlement(args: argparse.Namespace, config: dict[str, Any]) -> WatchOptions:
+    """Flags > [settlement] table > defaults (on); 0 turns one trigger off."""
+    table = config.get("settlement", {})
+    if not isinstance(table, dict):
+        raise usage_error("[settlement] must be a table")
+    unknown = sorted(set(table) - _SETTLEMENT_KEYS)
+    if unknown:
+        raise usage_error(f"unknown [settlement] setting(s): {', '.join(unknown)}")
+    default = SettlementPolicy()
+    values: dict[str, int | None] = {}
+    for name, flag in (("threshold", "settle_threshold"), ("interval", "settle_interval"),
+                       ("idle_close", "idle_close")):  # fmt: skip
+        value = getattr(args, flag)
+        if value is None:
+            value = table.get(name, getattr(default, name))
+        if value is not None and (type(value) is not int or value < 0):
+            raise usage_error(f"settlement {name} must be a non-negative integer")
+        values[name] = value or None
+    enabled = table.get("enabled", True)
+    if not isinstance(enabled, bool):
+        raise usage_error("settlement enabled must be true or false")
+    policy = SettlementPolicy(**values)
+    if args.no_settlement or not enabled:
+        policy = SettlementPolicy.off()
+    confirmations = args.confirmations
+    if confirmations is None:
+        confirmations = table.get("confirmations", 0)
+    if type(confirmations) is not int or confirmations < 0:
+        raise usage_error("confirmations must be a non-negative integer")
+    poll = table.get("poll_interval", 1.0)
+    if not isinstance(poll, int | float) or isinstance(poll, bool) or poll <= 0:
+        raise usage_error("poll_interval must be a positive number of seconds")
+    return WatchOptions(policy, confirmations, float(poll))
+
+
 def _secret(config: dict[str, Any]) -> bytes:
     name = str(config.get("secret_env", "MPP_SECRET"))
     value = os.environ.get(name)
@@ -159,6 +243,7 @@ def _inference_config(args: argparse.Namespace, config: dict[str, Any]) -> dict[
 
 def run(args: argparse.Namespace) -> int:
     config = load_config(args.config)
+    watch = _settlement(args, config)
     ns = _resolve(args, config)
     host, port = _bind(ns.bind)
     key = load_key(ns)
@@ -178,14 +263,30 @@ def run(args: argparse.Namespace) -> int:
         fee_payer=bool(config.get("fee_payer", False)),
         min_deposit=int(config.get("min_deposit", 0)),
         voucher_timeout=float(config.get("voucher_timeout", 60.0)),
-        settlement=SettlementPolicy(
-            config.get("settle_every_amount"), config.get("settle_every_seconds")
-        ),
+        settlement=watch.policy,
     )
+    if not watch.policy.enabled:
+        print(
+            "mpp: warning: settlement is off: earnings stay unsettled until you settle or "
+            "close (payer close requests are still answered)",
+            file=sys.stderr,
+        )
     store = open_server_store(ns.store)
     try:
         engine = attach_payment(settings, store, chain, key, opts)
-        with serve_in_thread(settings, host, port) as url, _until_signal() as stop:
+        assert settings.payment is not None
+        waiters = settings.payment.waiters
+        watcher = ChainWatcher(
+            engine,
+            confirmations=watch.confirmations,
+            poll_interval=watch.poll_interval,
+            on_event=lambda event: waiters.wake(event.channel_id),
+        )
+        with (
+            _until_signal() as stop,
+            watcher,
+            serve_in_thread(settings, host, port) as url,
+        ):
             info = {
                 "url": url,
                 "chainId": chain.chain_id,
@@ -198,12 +299,24 @@ def run(args: argparse.Namespace) -> int:
                 "store": ns.store.split("://")[0] if "://" in ns.store else ns.store,
             }
             emit(args, info, lambda: _ready_text(info))
-            policy = opts.settlement
-            settling = policy.every_amount is not None or policy.every_seconds is not None
-            _wait(stop, engine.maybe_settle if settling else None)
+            while not stop.wait(0.5):
+                pass
+        # Graceful shutdown: the streams ended with their receipts and the server stopped
+        # (serve_in_thread), the watcher stopped; now what is due goes on chain.
+        _final_settlement(engine)
     finally:
         store.close()
     return 0
+
+
+def _final_settlement(engine: SessionServer) -> None:
+    try:
+        done = engine.maybe_settle()
+    except Exception as exc:  # the next start settles it (the store keeps every voucher)
+        print(f"mpp: warning: settlement at shutdown failed: {exc}", file=sys.stderr)
+        return
+    if done:
+        print(f"mpp: settled or closed {len(done)} channel(s) at shutdown", file=sys.stderr)
 
 
 def _ready_text(info: dict[str, Any]) -> str:
@@ -229,15 +342,3 @@ def _until_signal() -> Iterator[threading.Event]:
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-
-
-def _wait(stop: threading.Event, settle: Callable[[], object] | None) -> None:
-    """Until `stop`; runs the settlement policy every few seconds when one is set."""
-    last = time.monotonic()
-    while not stop.wait(0.2):
-        if settle is not None and time.monotonic() - last >= _SETTLE_EVERY:
-            last = time.monotonic()
-            try:
-                settle()
-            except Exception as exc:  # keep serving; the next round retries
-                print(f"mpp: warning: settlement failed: {exc}", file=sys.stderr)

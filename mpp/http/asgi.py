@@ -94,20 +94,19 @@ class Meter:
         if self.paid is None or self._mw is None:
             self.units += units
             return True
-        if self.ended or self._superseded():
+        if self.ended or self._superseded() or self._mw.draining:
+            self.ended = True
             return False
         cost = units * self.unit_price
         if cost <= self.reserved:
-            self._consume(cost, units)
-            return True
+            return self._consume(cost, units)
         mw, cid = self._mw, self.paid.channel_id
         deadline = time.monotonic() + mw.voucher_timeout
         while True:
             with mw.waiters.subscribe(cid) as sub:  # before the check: no lost wake-up
                 short = await self._reserve(cost - self.reserved)
                 if short is None:
-                    self._consume(cost, units)
-                    return True
+                    return self._consume(cost, units)
                 if not (self.started and self.event_stream and self._emit):
                     self.insufficient = short  # cannot ask mid-stream: the answer becomes a 402
                     self.ended = True
@@ -121,7 +120,8 @@ class Meter:
                 if left <= 0 or not await sub.wait(left):
                     self.ended = True  # SES-31: no voucher in time → end cleanly
                     return False
-                if self._superseded():
+                if self._superseded() or mw.draining:
+                    self.ended = True
                     return False
 
     def _superseded(self) -> bool:
@@ -133,20 +133,26 @@ class Meter:
         self.ended = True
         return True
 
-    def _consume(self, cost: int, units: int) -> None:
+    def _consume(self, cost: int, units: int) -> bool:
+        """Use `cost` of the reservation for `units` about to be sent; False (nothing used)
+        when the channel must not serve any more (a close requested or in flight, SES-21)."""
         assert self._mw is not None and self.paid is not None
-        self.reserved -= cost
-        self.units += units
         if self.started:
-            self._mw.gate.engine.commit(self.paid.channel_id, cost)  # delivered from now on
+            if not self._mw.gate.engine.commit(self.paid.channel_id, cost):
+                self.ended = True
+                return False
         else:
             self.unstarted += cost
+        self.reserved -= cost
+        self.units += units
+        return True
 
     def response_started(self) -> None:
         """A 2xx response starts: what was used before it is delivered from now on."""
         self.started = True
         if self._mw is not None and self.paid is not None and self.unstarted:
-            self._mw.gate.engine.commit(self.paid.channel_id, self.unstarted)
+            # Already produced and about to be sent with the response: delivered regardless.
+            self._mw.gate.engine.commit(self.paid.channel_id, self.unstarted, force=True)
         self.unstarted = 0
 
     async def _reserve(self, need: int) -> PaymentError | None:
@@ -217,6 +223,13 @@ class PaymentMiddleware:
         self._feed = False  # the store's voucher feed is attached (or absent)
         self._streams: dict[str, int] = {}  # SES-34: channel → its newest stream's number
         self._stream_numbers = itertools.count(1)
+        self.draining = False  # shutting down: streams end with their receipts, no new ones
+
+    def drain(self) -> None:
+        """Graceful shutdown, step one: metered streams stop at their next unit and end cleanly
+        with their final receipt (paused ones are woken); new paid requests get 503."""
+        self.draining = True
+        self.waiters.wake(None)
 
     def begin_stream(self, channel_id: str) -> int:
         """SES-34: a new stream on `channel_id` supersedes the previous one of this process;
@@ -254,6 +267,9 @@ class PaymentMiddleware:
         route = self.gate.route_for(scope.get("path", "")) if scope["type"] == "http" else None
         if route is None:
             await self.app(scope, receive, send)
+            return
+        if self.draining:
+            await _send_answer(send, _shutting_down())
             return
         body = await read_body(receive, MAX_BODY)
         if body is None:
@@ -435,6 +451,19 @@ class PaymentMiddleware:
                 "headers": [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers],
             }
         )
+
+
+def _shutting_down() -> Answer:
+    body = (
+        b'{"type":"about:blank","title":"Service Unavailable","status":503,'
+        b'"detail":"the server is shutting down"}'
+    )
+    headers = (
+        ("content-type", "application/problem+json"),
+        ("retry-after", "5"),
+        ("content-length", str(len(body))),
+    )
+    return Answer(503, headers, body)
 
 
 def _get(headers: list[tuple[str, str]], name: str) -> str | None:

@@ -61,11 +61,21 @@ from mpp.http.client_model import (
 )
 from mpp.http.client_stream import PaidAsyncStream, PaidSyncStream
 from mpp.http.sse import is_event_stream
+from mpp.session.budget import StreamBudget
 from mpp.session.payer import Payer, PayerChannel, PayerError, ReceiptRejected
 from mpp.session.policy import PolicyViolation
 from mpp.session.terms import SessionTerms, TermsError
 
 log = logging.getLogger(__name__)
+
+
+def _same_payee(previous: PaidExchange, terms: SessionTerms) -> bool:
+    try:
+        before = SessionTerms.from_request(previous.challenge.request)
+    except TermsError:
+        return False
+    keys = ("recipient", "currency", "escrow_contract", "chain_id")
+    return all(getattr(before, k) == getattr(terms, k) for k in keys)
 
 
 class PaymentAuth(httpx.Auth):
@@ -295,6 +305,10 @@ class PaymentAuth(httpx.Auth):
         ):
             raise PaymentDeclined("challenge digest does not match this request's body")
         self.payer.policy.check_terms(terms)  # CORE-39, before signing
+        if previous is not None and not _same_payee(previous, terms):
+            # A retry of the same request must pay the same party: a server that changes its
+            # recipient (or token, escrow, chain) mid-request is not paid again.
+            raise PaymentDeclined("the server changed its payment terms during this request")
         problem = problem_of(response)
         server_spent = amount_of(problem.get("spent")) or 0
         accepted = amount_of(problem.get("acceptedCumulative"))
@@ -369,10 +383,28 @@ class PaymentAuth(httpx.Auth):
             except PaymentError:
                 log.warning("ignored a malformed Payment-Receipt header")
         if is_event_stream(response.headers.get("content-type")):
+            exchange.budget = self._budget(exchange)
             if isinstance(response.stream, httpx.AsyncByteStream):
                 response.stream = PaidAsyncStream(response.stream, exchange)
             elif isinstance(response.stream, httpx.SyncByteStream):
                 response.stream = PaidSyncStream(response.stream, exchange)
+
+    def _budget(self, exchange: PaidExchange) -> StreamBudget:
+        """What this stream may make us sign (mpp.session.budget): from what was covered when
+        it started (the header receipt's `spent`, never above what we had signed), the
+        delivered units plus the lookahead window plus one unit."""
+        rec = self.payer.channel(exchange.channel_id)
+        signed = rec.cumulative if rec is not None else 0
+        spent = amount_of(exchange.receipts[-1].get("spent")) if exchange.receipts else None
+        base = min(signed, spent if spent is not None else (rec.spent if rec else 0))
+        try:
+            delta = SessionTerms.from_request(exchange.challenge.request).min_voucher_delta
+        except TermsError:
+            delta = 0
+        window = max(2 * self.prepay_units * exchange.unit_price, delta)
+        if self.payer.policy.max_lead is not None:
+            window = min(window, self.payer.policy.max_lead)
+        return StreamBudget(exchange.unit_price, base, window)
 
     def remember_receipt(self, receipt: dict[str, Any]) -> None:
         self.receipts.append(receipt)

@@ -14,6 +14,7 @@ from mpp.core.challenge import Challenge
 from mpp.core.digest import check_content_digest
 from mpp.core.errors import PaymentError
 from mpp.core.rfc3339 import parse_rfc3339
+from mpp.session.budget import StreamBudget
 from mpp.session.terms import SessionTerms
 
 if TYPE_CHECKING:
@@ -46,6 +47,8 @@ class PaidExchange:
     source: str
     receipts: list[dict[str, Any]] = field(default_factory=list)
     key: RouteKey | None = None  # where the challenge is cached once it paid
+    # What the server may make us sign during this response (set when it starts).
+    budget: StreamBudget = field(default_factory=lambda: StreamBudget(0, 0, 0))
 
     def add_receipt(self, data: Mapping[str, Any]) -> None:
         receipt = dict(data)

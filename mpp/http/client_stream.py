@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 
 from mpp.http.sse import NEED_VOUCHER, RECEIPT, PaymentEvent, PaymentEventFilter
+from mpp.session.budget import ServerOverreach
 from mpp.session.payer import DepositExhausted, PayerError
 
 if TYPE_CHECKING:
@@ -76,7 +77,7 @@ class Ahead:
         if self.in_flight >= MAX_IN_FLIGHT or self.target - self.position >= prepay:
             return None
         rec = self.ex.auth.payer.channel(self.ex.channel_id)
-        nxt = self.position + 2 * prepay
+        nxt = self.ex.budget.cap(self.position + 2 * prepay)
         if rec is not None:
             nxt = min(nxt, rec.deposit)  # beyond it: need-voucher and a topUp (SES-31)
         if nxt <= self.target:
@@ -102,15 +103,17 @@ def _amount(value: object) -> int | None:
 
 
 def plan_voucher(exchange: PaidExchange, event: PaymentEvent) -> tuple[str, int, int]:
-    """(channel id, cumulative to sign, top-up needed first) for a need-voucher event."""
+    """(channel id, cumulative to sign, top-up needed first) for a need-voucher event; raises
+    ServerOverreach when the server asks beyond what it delivered (mpp.session.budget)."""
     cid = str(event.data.get("channelId", "")).lower()
     if cid != exchange.channel_id:
-        raise PayerError("need-voucher for a channel this request did not pay with")
+        raise ServerOverreach("need-voucher for a channel this request did not pay with")
     required = _int(event.data, "requiredCumulative")
     rec = exchange.auth.payer.channel(cid)
     if rec is None:
         raise PayerError("unknown channel")
-    target = required + exchange.auth.prepay_units * exchange.unit_price
+    exchange.budget.check(required)  # before any top-up or signature
+    target = exchange.budget.cap(required + exchange.auth.prepay_units * exchange.unit_price)
     deposit = max(rec.deposit, _int(event.data, "deposit"))
     topup = 0
     if required > deposit:  # SES-31: MUST top up first
@@ -132,6 +135,8 @@ class PaidSyncStream(httpx.SyncByteStream):
         filt = PaymentEventFilter()
         for chunk in self._inner:
             clean, events = filt.feed(chunk)
+            if clean:
+                self._exchange.budget.delivered(clean.count(b"\n\n"))
             for event in events:
                 self._on_event(event)
             if clean:
@@ -159,6 +164,7 @@ class PaidSyncStream(httpx.SyncByteStream):
             return
         try:
             required = _int(event.data, "requiredCumulative")
+            ex.budget.asked(required)  # ServerOverreach ends the stream: nothing is signed
             with self._cond:  # a voucher on the wire may cover it: let it land first
                 self._cond.wait_for(
                     lambda: self._ahead.in_flight == 0 or self._ahead.covered(required),
@@ -172,6 +178,8 @@ class PaidSyncStream(httpx.SyncByteStream):
             ex.auth.send_voucher_sync(ex, cid, target)
             with self._cond:
                 self._ahead.answered(required, target)
+        except ServerOverreach:
+            raise
         except (PayerError, ValueError, httpx.HTTPError) as exc:
             # The server ends the stream after its timeout; the caller still gets what came.
             log.warning("could not answer payment-need-voucher: %s", type(exc).__name__)
@@ -203,13 +211,18 @@ class PaidAsyncStream(httpx.AsyncByteStream):
         self._lock = asyncio.Lock()  # need-voucher answers one at a time, in event order
         self._landed = asyncio.Condition()  # a prepay voucher was answered
         self._ahead = Ahead(exchange)  # only touched on the event loop
+        self._refused: ServerOverreach | None = None
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
         filt = PaymentEventFilter()
         async for chunk in self._inner:
             clean, events = filt.feed(chunk)
+            if clean:
+                self._exchange.budget.delivered(clean.count(b"\n\n"))
             for event in events:
                 self._on_event(event)
+            if self._refused is not None:
+                raise self._refused
             if clean:
                 nxt = self._ahead.seen(clean)
                 if nxt is not None:
@@ -225,6 +238,14 @@ class PaidAsyncStream(httpx.AsyncByteStream):
         if event.event == RECEIPT:
             self._exchange.add_receipt(event.data)
         elif event.event == NEED_VOUCHER:
+            try:
+                self._exchange.budget.asked(_int(event.data, "requiredCumulative"))
+            except ServerOverreach as exc:
+                self._refused = exc  # raised by the reader: the stream ends, nothing signed
+                return
+            except ValueError:
+                log.warning("ignored a malformed payment-need-voucher event")
+                return
             self._spawn(self._answer(event))
 
     def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
@@ -264,6 +285,8 @@ class PaidAsyncStream(httpx.AsyncByteStream):
                     await ex.auth.topup_async(ex, cid, topup)
                 await ex.auth.send_voucher_async(ex, cid, target)
                 self._ahead.answered(required, target)
+            except ServerOverreach as exc:
+                self._refused = exc
             except (PayerError, DepositExhausted, ValueError, httpx.HTTPError) as exc:
                 log.warning("could not answer payment-need-voucher: %s", type(exc).__name__)
             except TimeoutError:

@@ -51,6 +51,7 @@ class VoucherWaiters:
         self._attached: set[int] = set()
         self._unsubscribe: list[Callable[[], None]] = []
         self._attaching: asyncio.Lock | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None  # where the paused streams run
 
     async def attach(self, store: object) -> bool:
         """Forward the store's cross-process voucher feed here (once per store); False when
@@ -95,6 +96,7 @@ class VoucherWaiters:
     @contextmanager
     def subscribe(self, channel_id: str) -> Iterator[Subscription]:
         cid = channel_id.lower()
+        self._loop = asyncio.get_running_loop()
         sub = Subscription()
         self._subs.setdefault(cid, set()).add(sub)
         try:
@@ -105,6 +107,15 @@ class VoucherWaiters:
                 subs.discard(sub)
                 if not subs:
                     del self._subs[cid]
+
+    def wake(self, channel_id: str | None) -> None:
+        """From any thread (the chain watcher, a signal handler): wake the streams paused on
+        `channel_id`, or all of them for None."""
+        loop = self._loop
+        if loop is None:
+            return  # nothing ever paused here
+        with contextlib.suppress(RuntimeError):  # the loop has closed: nobody waits
+            loop.call_soon_threadsafe(self._from_feed, channel_id)
 
     def notify(self, channel_id: str) -> int:
         """Wake every stream paused on `channel_id`; returns how many were waiting."""

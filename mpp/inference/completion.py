@@ -28,7 +28,17 @@ from mpp.inference.providers.base import (
 )
 from mpp.inference.registry import ProviderEntry
 
-__all__ = ["Attempt", "Delta", "Done", "Failed", "Meter", "Stopped", "run", "start"]
+__all__ = [
+    "Attempt",
+    "Delta",
+    "Done",
+    "Failed",
+    "Meter",
+    "Stopped",
+    "charge_prompt",
+    "run",
+    "start",
+]
 
 log = logging.getLogger(__name__)
 
@@ -123,6 +133,19 @@ async def start(
         await _close(events)
         entry.stats.observe_failure()
     raise APIError.all_failed(f"All {len(plan)} providers failed for model {params.model!r}.")
+
+
+async def charge_prompt(attempt: Attempt, cursor: UnitCursor, meter: Meter) -> bool:
+    """Charge the prompt before the response starts, so the response's first receipt already
+    covers it: a paying client counts every later unit from the stream itself (one per token,
+    mpp.session.budget) and could not tell a prompt charge from an overreach. False: unpaid."""
+    prompt = next((e.prompt_tokens for e in attempt.buffered if isinstance(e, Start)), 0)
+    units = cursor.due(prompt, 0)
+    if units and not await meter.charge(units):
+        await _close(attempt.events)
+        return False
+    cursor.record(units)
+    return True
 
 
 async def _chained(attempt: Attempt) -> AsyncIterator[ProviderEvent]:

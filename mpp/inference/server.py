@@ -43,7 +43,7 @@ from mpp.http.asgi_body import read_body, replay_body
 from mpp.http.server_core import PaymentGate, Price
 from mpp.inference.api import MAX_BODY_BYTES, APIError, ChatCompletionRequest, parse_request
 from mpp.inference.chunks import DONE, ChunkWriter, Usage, completion_body
-from mpp.inference.completion import Delta, Done, Failed, Stopped, run, start
+from mpp.inference.completion import Delta, Done, Failed, Stopped, charge_prompt, run, start
 from mpp.inference.pricing import UnitCursor
 from mpp.inference.providers.base import GenerationParams
 from mpp.inference.registry import ProviderEntry
@@ -119,6 +119,9 @@ class _Service:
     ) -> Response:
         attempt = await start(entries, params_of(req), req.timeout_ms / 1000)
         cursor = UnitCursor(attempt.entry.provider.price, self.settings.effective_unit_price)
+        if not await charge_prompt(attempt, cursor, meter):
+            # Unpaid before the response started: the payment layer answers 402.
+            raise APIError(402, "Payment required to continue.", type="payment_required")
         created = int(time.time())
         writer = ChunkWriter(req.model, created)
         outcomes = run(attempt, cursor, meter)
@@ -336,6 +339,10 @@ def create_app(settings: InferenceSettings) -> ASGIApp:
             pay.engine, pay.issuer, {CHAT_PATH: price}, voucher_rate=pay.voucher_rate
         )
         paid = PaymentMiddleware(
-            inner, gate, voucher_timeout=pay.voucher_timeout, reserve_units=pay.reserve_units
+            inner,
+            gate,
+            voucher_timeout=pay.voucher_timeout,
+            reserve_units=pay.reserve_units,
+            waiters=pay.waiters,
         )
     return _Front(service, inner, paid)

@@ -9,7 +9,7 @@ the payload).
 Rows: SES-12, SES-15/16 (open), SES-18 + AMB-08 (topUp raises only `deposit`), SES-20..24 (voucher
 order), SES-21 + AMB-11 (pending close → 410 "close requested"), SES-22 + AMB-03 (equal → no-op,
 lower → reject for tempo / no-op for evm), SES-26/27 (available, requiredTopUp), AMB-01 (one
-counter per channel, challenge id only recorded), AMB-02/SES-36 (close bounds), AMB-09.
+counter per channel, challenge id only recorded), AMB-02/SES-36 (close acceptance), AMB-09.
 """
 
 from __future__ import annotations
@@ -42,7 +42,6 @@ __all__ = [
     "apply_settled",
     "apply_voucher",
     "check_open_channel",
-    "close_bounds",
     "state_from_chain",
 ]
 
@@ -241,9 +240,10 @@ def apply_release(current: ChannelState | None, amount: int, *, now: int) -> Mut
 
     The floor is what was delivered, which only the caller knows: it must release only units
     it charged itself and did not send (SessionServer.release enforces that per process).
-    There is deliberately no `settled` floor: settled may exceed spent (we settled the highest
-    voucher, the payer keeps the credit), and clamping at it would bill undelivered units.
-    A finalized row is left alone: its close was validated against this `spent` (AMB-02).
+    There is deliberately no `settled` floor: a row settled by an older version (or another
+    payee tool) may hold settled > spent, and clamping at it would bill undelivered units.
+    A finalized row is released too: its close captures what was delivered (spent minus holds,
+    read together), so the row must keep saying what was delivered.
     """
     if type(amount) is not int or amount < 0:
         raise ValueError("amount must be a non-negative int")
@@ -251,7 +251,7 @@ def apply_release(current: ChannelState | None, amount: int, *, now: int) -> Mut
         raise ChannelNotFound("unknown channel")
     if amount > current.spent:
         raise ValueError("cannot release more than was spent")
-    if amount == 0 or current.finalized:
+    if amount == 0:
         return Mutation(None)
     return Mutation(dataclasses.replace(current, spent=current.spent - amount, updated_at=now))
 
@@ -260,10 +260,9 @@ def apply_refresh(current: ChannelState | None, onchain: OnChainChannel, *, now:
     """Merge a fresh `getChannel` read: deposit (AMB-08), settled, close request, finalized.
 
     `finalized` is sticky: a row marked finalized by a close in flight stays so until
-    `apply_close_abort`. `spent` is not touched: after a settle of the highest voucher the payee
-    holds more than was consumed and the payer keeps the rest as credit (settled may exceed
-    spent). A settle we did not see (settled > accepted) raises `accepted` to it; the stored
-    signature no longer matches then, which is harmless (the chain needs none up to `settled`).
+    `apply_close_abort`. `spent` is not touched. A settle we did not see (settled > accepted)
+    raises `accepted` to it; the stored signature no longer matches then, which is harmless
+    (the chain needs none up to `settled`).
     """
     if current is None:
         raise ChannelNotFound("unknown channel")
@@ -295,11 +294,6 @@ def apply_settled(current: ChannelState | None, amount: int, *, now: int) -> Mut
     return Mutation(dataclasses.replace(current, settled=amount, updated_at=now))
 
 
-def close_bounds(state: ChannelState) -> tuple[int, int]:
-    """AMB-02: a close voucher is accepted in [max(spent, settled), min(accepted, deposit)]."""
-    return max(state.spent, state.settled), min(state.accepted_cumulative, state.deposit)
-
-
 def apply_close(
     current: ChannelState | None,
     *,
@@ -309,22 +303,22 @@ def apply_close(
     challenge_id: str,
     now: int,
 ) -> Mutation:
-    """Validate a cooperative close (AMB-02, SES-36) and freeze the row (finalized) so no
-    voucher or charge lands while the close transaction is in flight."""
+    """Validate a cooperative close and freeze the row (finalized) so no voucher or charge lands
+    while the close transaction is in flight (SES-36/37).
+
+    The close voucher is the payer's signed request to end the channel; what is captured does
+    not depend on it (mpp.session.settlement.plan_close captures exactly what was delivered).
+    So a close BELOW `spent` is accepted too (AMB-02 decided differently here): the TypeScript
+    client signs its close from the last receipt it saw and stops reading early, and refusing it
+    would leave the channel open with the payee's earnings unsettled. The stored highest voucher
+    covers `spent`. Above the accepted voucher or the deposit it is still refused.
+    """
     if current is None:
         raise ChannelNotFound("unknown channel")
     _require_signer(current, signer)
     if current.finalized:
         raise ChannelFinalized("channel is finalized")
     # A pending close request does not block a cooperative close (ESC-10).
-    if cum < current.spent:
-        raise VerificationFailed("close amount below the amount spent", spent=str(current.spent))
-    if cum < current.settled:
-        raise VerificationFailed(
-            "close amount below the settled amount",
-            spent=str(current.spent),
-            settled=str(current.settled),
-        )
     if cum > current.deposit:
         raise AmountExceedsDeposit("close amount exceeds the deposit", deposit=str(current.deposit))
     if cum > current.accepted_cumulative:

@@ -29,6 +29,7 @@ from mpp.core.errors import (
     ChallengeNotFound,
     ChannelFinalized,
     ChannelNotFound,
+    PaymentError,
     VerificationFailed,
 )
 from mpp.session import accounting as acc
@@ -102,13 +103,15 @@ class SessionServer:
         self.terms = terms
         self.method = method
         self.refresh_ttl = refresh_ttl
-        self.settlement = settlement or SettlementPolicy()
+        self.settlement = SettlementPolicy() if settlement is None else settlement
         self.reject_lower_vouchers = reject_lower_vouchers
         self.tx_timeout = tx_timeout
         self._now = now
         self._memo = _Memo()
         self._holds = Holds()
-        self._settler = Settler(store, chain, self.settlement, now=self.now, tx_timeout=tx_timeout)
+        self._settler = Settler(
+            store, chain, self.settlement, now=self.now, tx_timeout=tx_timeout, holds=self._holds
+        )
         self._funding = Funding(
             chain,
             fee_payer_key=fee_payer_key,
@@ -242,11 +245,21 @@ class SessionServer:
         now = self.now()
         new = self.store.update(channel_id, lambda cur: acc.apply_refresh(cur, onchain, now=now))
         assert new is not None
+        self._sync_serving(new)
         return new
 
-    def note_close_requested(self, channel_id: str) -> ChannelState:
-        """Hook for a `CloseRequested` event watcher: refresh now and stop serving (SES-21)."""
-        return self.refresh(channel_id)
+    def _sync_serving(self, state: ChannelState) -> None:
+        """SES-21: a channel with a close requested (or finalized) delivers nothing more, not
+        even from reservations made before: what is held stays undelivered (mpp.session.holds).
+        A top-up cancels the request on chain and serving resumes."""
+        if state.finalized or state.close_requested_at:
+            self._holds.freeze(state.channel_id)
+        else:
+            self._holds.thaw(state.channel_id)
+
+    def serving(self, channel_id: str) -> bool:
+        """Whether units may still be delivered on this channel by this process."""
+        return not self._holds.frozen(channel_id.lower())
 
     # --- voucher --------------------------------------------------------------------------------
 
@@ -291,9 +304,9 @@ class SessionServer:
                 )
             return mutation
 
-        new = self.store.update(p.channel_id, decide)
-        assert new is not None
-        if reserved[0]:
+        with self._holds.lock(p.channel_id):  # spent and holds change together
+            new = self.store.update(p.channel_id, decide)
+            assert new is not None
             self._holds.add(new.channel_id, reserved[0])
         return new, reserved[0]
 
@@ -302,7 +315,8 @@ class SessionServer:
     def _open(
         self, p: OpenPayload, terms: SessionTerms, challenge_id: str, expires: int | None
     ) -> tuple[ChannelState, str | None]:
-        call, decoded = self._funding.check_open(p, terms, expires)
+        deadline = self._funding.chain_deadline(expires, self.now())
+        call, decoded = self._funding.check_open(p, terms, deadline)
         rules = self._rules(terms)
         if self.store.get(p.channel_id) is not None:
             # A retried open (or one another server process stored first): the channel is
@@ -340,7 +354,8 @@ class SessionServer:
         state = self._lookup(p.channel_id, terms)
         if state.finalized:
             raise ChannelFinalized("channel is finalized")
-        onchain, tx_hash = self._funding.topup(p, state, terms, expires)
+        deadline = self._funding.chain_deadline(expires, self.now())
+        onchain, tx_hash = self._funding.topup(p, state, terms, deadline)
         now = self.now()
         new = self.store.update(p.channel_id, lambda cur: acc.apply_refresh(cur, onchain, now=now))
         assert new is not None
@@ -366,15 +381,19 @@ class SessionServer:
         """
         state = self._lookup(channel_id.lower(), terms or self.terms)
         now = self.now()
-        new = self.store.update(state.channel_id, lambda cur: acc.apply_charge(cur, cost, now=now))
-        assert new is not None
-        if reserve and cost:
-            self._holds.add(new.channel_id, cost)
+        cid = state.channel_id
+        with self._holds.lock(cid):  # spent and holds change together
+            new = self.store.update(cid, lambda cur: acc.apply_charge(cur, cost, now=now))
+            assert new is not None
+            if reserve:
+                self._holds.add(cid, cost)
         return new
 
-    def commit(self, channel_id: str, amount: int) -> None:
-        """Reserved units were delivered: receipts count them from now on (no store write)."""
-        self._holds.take(channel_id.lower(), amount)
+    def commit(self, channel_id: str, amount: int, *, force: bool = False) -> bool:
+        """Reserved units are delivered now: receipts and settlement count them (no store
+        write). False, and nothing delivered, once the channel must not serve (a close in
+        flight or requested, SES-21); `force` for units already on their way."""
+        return self._holds.commit(channel_id.lower(), amount, force=force)
 
     def release(
         self, channel_id: str, amount: int, *, challenge_id: str | None = None
@@ -386,17 +405,21 @@ class SessionServer:
         is for attribution (logs). Returns the new state (None for an unknown channel).
         """
         cid = channel_id.lower()
-        back = self._holds.take(cid, amount)
-        if back < amount:
-            log.warning("release of %d on %s exceeds its reservation", amount - back, cid)
-        if back == 0:
-            return self.store.get(cid)
         now = self.now()
-        log.debug("release %d on %s (challenge %s)", back, cid, challenge_id)
-        try:
-            return self.store.update(cid, lambda cur: acc.apply_release(cur, back, now=now))
-        except ChannelNotFound:
-            return None
+        with self._holds.lock(cid):  # spent and holds change together
+            back = self._holds.take(cid, amount)
+            if back < amount:
+                log.warning("release of %d on %s exceeds its reservation", amount - back, cid)
+            if back == 0:
+                return self.store.get(cid)
+            log.debug("release %d on %s (challenge %s)", back, cid, challenge_id)
+            try:
+                return self.store.update(cid, lambda cur: acc.apply_release(cur, back, now=now))
+            except ChannelNotFound:
+                return None
+            except BaseException:
+                self._holds.add(cid, back)  # still charged in the store: still held
+                raise
 
     def held(self, channel_id: str) -> int:
         """Reserved, not yet delivered units of this process on `channel_id`."""
@@ -452,20 +475,50 @@ class SessionServer:
     # --- settlement and close -------------------------------------------------------------------
 
     def settle(self, channel_id: str) -> str | None:
-        """Put the highest stored voucher on chain (SES-35); returns the tx hash, or None."""
+        """Capture exactly what was delivered on one channel (SES-35/36); the tx hash, or None
+        when nothing is due."""
         return self._settler.settle(channel_id.lower())
 
     def maybe_settle(self) -> dict[str, str]:
-        """Settle every channel the settlement policy says is due; {channelId: txHash}."""
-        return self._settler.maybe_settle()
+        """Run the settlement policy once; {channelId: txHash}. Channels whose payer requested a
+        close are closed at once (SES-38: before the grace period ends, whatever the policy),
+        idle ones too (SES-44); the others are settled when due."""
+        done: dict[str, str] = {}
+        for cid in self._settler.due_closes():
+            try:
+                done[cid] = self.close_channel(cid)[1]
+            except (ChannelFinalized, ChannelNotFound):
+                continue  # closed meanwhile (another process, the payer's withdraw)
+            except PaymentError as exc:
+                log.warning("closing channel %s failed (retried): %s", cid, exc.detail)
+        done.update(self._settler.maybe_settle())
+        return done
 
     def close_channel(self, channel_id: str) -> tuple[ChannelState, str]:
-        """Close a channel on the server's own initiative (idle channels, shutdown)."""
-        return self._settler.close_stored(channel_id.lower())
+        """Close a channel on the server's own initiative (idle channels, the operator),
+        capturing exactly what was delivered and refunding the rest."""
+        cid = channel_id.lower()
+        now = self.now()
+        frozen = self.store.update(cid, lambda cur: acc.apply_freeze(cur, now=now))
+        assert frozen is not None
+        self._holds.freeze(cid)
+        return self._close_frozen(frozen)
+
+    def _close_frozen(
+        self, frozen: ChannelState, cum: int = 0, signature: str | None = None
+    ) -> tuple[ChannelState, str]:
+        try:
+            return self._settler.close(frozen, cum, signature)
+        finally:
+            state = self.store.get(frozen.channel_id)
+            if state is not None:
+                self._sync_serving(state)  # unfrozen again when the close did not happen
 
     def reconcile(self, channel_id: str) -> ChannelState:
         """After a close whose transaction outcome was unknown: take the chain's word."""
-        return self._settler.reconcile(channel_id.lower())
+        state = self._settler.reconcile(channel_id.lower())
+        self._sync_serving(state)
+        return state
 
     def _close(
         self, p: ClosePayload, terms: SessionTerms, challenge_id: str
@@ -475,7 +528,7 @@ class SessionServer:
             # A row frozen by an earlier close whose outcome was unknown (RPC outage, dropped
             # tx) would otherwise refuse every retry with 410: take the chain's word first.
             # An RPC that is still down surfaces as ChainUnavailable (503, Retry-After).
-            state = self._settler.reconcile(state.channel_id)
+            state = self.reconcile(state.channel_id)
         signer = self._recover(state, terms, p.cumulative_amount, p.signature)
         signature = _canonical(p.signature)
         now = self.now()
@@ -491,4 +544,5 @@ class SessionServer:
             ),
         )
         assert frozen is not None
-        return self._settler.close(frozen, p.cumulative_amount, signature)
+        self._holds.freeze(frozen.channel_id)  # what is held now stays undelivered
+        return self._close_frozen(frozen, p.cumulative_amount, signature)

@@ -23,6 +23,8 @@ from mpp.session.terms import SessionTerms
 
 __all__ = ["Funding"]
 
+_SKEW = 5  # seconds of clock difference between payer and server tolerated at expiry
+
 
 class Funding:
     """The chain-facing half of open / topUp, shared by every route of a SessionServer."""
@@ -54,6 +56,14 @@ class Funding:
             decoded, self._fee_payer_key, fee_token=self._fee_token or terms.currency
         )
 
+    def chain_deadline(self, expires: int | None, now: int) -> int | None:
+        """The latest `valid_before` a client may sign for a challenge expiring at `expires`
+        (server clock): the challenge's remaining lifetime on the CHAIN's clock, which may run
+        ahead of ours (TOOLCHAIN clock traps); a signed open cannot outlive its challenge."""
+        if expires is None:
+            return None
+        return self.chain.latest_timestamp() + max(0, expires - now) + _SKEW
+
     def _broadcast(self, raw: bytes) -> str:
         receipt = self.chain.send_raw_transaction(raw, timeout=self.tx_timeout)
         if receipt.status != 1:
@@ -63,9 +73,10 @@ class Funding:
     # --- open -----------------------------------------------------------------------------------
 
     def check_open(
-        self, p: OpenPayload, terms: SessionTerms, expires: int | None
+        self, p: OpenPayload, terms: SessionTerms, deadline: int | None
     ) -> tuple[OpenCall, DecodedTempoTx]:
-        """SES-14 without touching the chain: decode, match the challenge, recompute the id."""
+        """SES-14: decode, match the challenge, recompute the id (no broadcast yet).
+        `deadline` is `chain_deadline()` of the challenge."""
         decoded = decode_tempo_tx(p.transaction)
         call = check_open_tx(
             decoded,
@@ -73,7 +84,7 @@ class Funding:
             token=terms.currency,
             payee=terms.recipient,
             chain_id=terms.chain_id,
-            max_valid_before=expires,
+            max_valid_before=deadline,
         )
         if call.channel_id != p.channel_id:
             raise VerificationFailed("channelId does not match the open transaction")
@@ -101,9 +112,19 @@ class Funding:
 
     def broadcast_open(
         self, terms: SessionTerms, call: OpenCall, decoded: DecodedTempoTx
-    ) -> tuple[OnChainChannel, str]:
-        """Co-sign if sponsored, broadcast, then check the channel as the chain has it (SES-15)."""
-        tx_hash = self._broadcast(self._prepare(decoded, terms))
+    ) -> tuple[OnChainChannel, str | None]:
+        """Co-sign if sponsored, broadcast, then check the channel as the chain has it (SES-15).
+
+        A retried open whose transaction already landed (the server died after broadcasting,
+        before storing the channel) is refused by the node as a replay; the channel the
+        transaction created is then taken as it is on chain (tx hash None)."""
+        raw = self._prepare(decoded, terms)
+        try:
+            tx_hash: str | None = self._broadcast(raw)
+        except TransactionReverted:
+            if not self._landed(terms, call):
+                raise
+            tx_hash = None
         onchain = self.chain.read_channel(terms.escrow_contract, call.channel_id)
         acc.check_open_channel(
             onchain, payee=terms.recipient, token=terms.currency, amount=terms.amount
@@ -115,10 +136,14 @@ class Funding:
             raise VerificationFailed("on-chain channel does not match the open transaction")
         return onchain, tx_hash
 
+    def _landed(self, terms: SessionTerms, call: OpenCall) -> bool:
+        onchain = self.chain.read_channel(terms.escrow_contract, call.channel_id)
+        return onchain.exists and not onchain.finalized and onchain.payer.lower() == call.payer
+
     # --- topUp ----------------------------------------------------------------------------------
 
     def topup(
-        self, p: TopUpPayload, state: ChannelState, terms: SessionTerms, expires: int | None
+        self, p: TopUpPayload, state: ChannelState, terms: SessionTerms, deadline: int | None
     ) -> tuple[OnChainChannel, str]:
         """SES-18: the tx tops up this channel by exactly additionalDeposit; the deposit rose."""
         decoded = decode_tempo_tx(p.transaction)
@@ -129,7 +154,7 @@ class Funding:
             channel_id=state.channel_id,
             additional_deposit=p.additional_deposit,
             chain_id=state.chain_id,
-            max_valid_before=expires,
+            max_valid_before=deadline,
         )
         if call.payer != state.payer:
             raise VerificationFailed("topUp is not sent by the channel payer")

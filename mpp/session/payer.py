@@ -47,16 +47,44 @@ __all__ = [
     "PayerError",
     "PayerRecordStore",
     "ReceiptRejected",
+    "follow_chain",
 ]
 
 ZERO_ADDRESS = "0x" + "00" * 20
 OPEN_GAS = 3_000_000  # approve+open ~1.6 M on T4; only used gas is charged (TOOLCHAIN traps)
 TOPUP_GAS = 1_000_000  # approve+topUp ~250 k on T4
 DEFAULT_MAX_FEE = 40_000_000_000  # used when no chain is given to read the base fee from
+_MIN_VALIDITY = 4  # a node refuses valid_before within 3 s of its block time
 
 
 def _address_of(key: str | bytes) -> str:
     return str(Account.from_key(private_key_bytes(key)).address).lower()
+
+
+def follow_chain(records: PayerRecordStore, chain: PayerChain, channel_id: str) -> PayerChannel:
+    """Make a payer record follow its channel on chain: deposit, settled, and the status
+    ("closing" once a close was requested, "closed" once finalized by anyone: a payee's close,
+    or our own withdraw)."""
+    rec = records.get(channel_id)
+    if rec is None:
+        raise PayerError(f"unknown channel {channel_id}")
+    onchain = chain.read_channel(rec.escrow, rec.channel_id)
+
+    def merge(r: PayerChannel) -> PayerChannel:
+        status = r.status
+        if onchain.finalized:
+            status = "closed"
+        elif onchain.close_requested_at != 0 and status in ("open", "pending"):
+            status = "closing"
+        elif onchain.exists and status == "pending":
+            status = "open"  # the open landed although its receipt never reached us
+        deposit = onchain.deposit if onchain.exists else r.deposit
+        new = dataclasses.replace(
+            r, deposit=deposit, settled=max(r.settled, onchain.settled), status=status
+        )
+        return r if new == r else new
+
+    return records.update(channel_id, merge)
 
 
 class Payer:
@@ -122,12 +150,16 @@ class Payer:
             max_fee = 2 * max(self.chain.base_fee(), 1)  # TOOLCHAIN: 2 × latest baseFee
         else:
             max_fee = DEFAULT_MAX_FEE
-        # Expiring nonces are only accepted within ~30 s of the chain's own clock: anchor
-        # valid_before to the latest block when we can read it, else to our clock.
-        base = self.chain.latest_timestamp() if self.chain is not None else int(self._now())
-        valid_before = base + self.tx_valid_for
+        # Expiring nonces are only accepted within ~30 s of the chain's own clock, which may run
+        # ahead of ours (TOOLCHAIN clock traps): anchor valid_before to the chain's latest block
+        # when we can read it, and keep it within the challenge's remaining lifetime (SES-14)
+        # measured on our clock, since `expires` is the server's wall-clock time.
+        now = int(self._now())
+        base = self.chain.latest_timestamp() if self.chain is not None else now
+        valid_for = self.tx_valid_for
         if expires is not None:
-            valid_before = min(valid_before, expires)  # SES-14: not beyond the challenge
+            valid_for = max(_MIN_VALIDITY, min(valid_for, expires - now))
+        valid_before = base + valid_for
         return max_fee, valid_before
 
     def _signed_tx(
@@ -401,21 +433,7 @@ class Payer:
         """Refresh deposit / settled / status from chain (needs `chain`)."""
         if self.chain is None:
             raise PayerError("no chain to read from")
-        rec = self._record(channel_id)
-        onchain = self.chain.read_channel(rec.escrow, rec.channel_id)
-
-        def merge(r: PayerChannel) -> PayerChannel:
-            status = r.status
-            if onchain.finalized:
-                status = "closed"
-            elif onchain.close_requested_at != 0 and status == "open":
-                status = "closing"
-            deposit = onchain.deposit if onchain.exists else r.deposit
-            return dataclasses.replace(
-                r, deposit=deposit, settled=max(r.settled, onchain.settled), status=status
-            )
-
-        rec = self.records.update(channel_id, merge)
+        rec = follow_chain(self.records, self.chain, channel_id)
         self._synced[rec.channel_id] = time.monotonic()
         return rec
 

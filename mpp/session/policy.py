@@ -27,12 +27,16 @@ def _lower_set(values: Iterable[str] | None) -> frozenset[str] | None:
 
 @dataclass(frozen=True)
 class SpendingPolicy:
+    """`max_lead`: the most a payer keeps authorized beyond what it was delivered (base units;
+    the lookahead window is capped by it, mpp.session.budget)."""
+
     max_amount_per_unit: int | None = None
     max_deposit: int | None = None
     allowed_recipients: frozenset[str] | None = None
     allowed_tokens: frozenset[str] | None = None
     allowed_chain_ids: frozenset[int] | None = None
     allowed_escrows: frozenset[str] | None = None
+    max_lead: int | None = None
 
     def __post_init__(self) -> None:
         for name in ("allowed_recipients", "allowed_tokens", "allowed_escrows"):

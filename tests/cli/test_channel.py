@@ -117,4 +117,7 @@ def test_forced_close_request_grace_withdraw(cli: CLI, env: Env) -> None:
     status = cli("channel", "status", cid, "--json").json
     assert status["finalized"] is True
     assert status["local"]["status"] == "closed"
-    assert cli("channel", "withdraw", cid).error.endswith("is finalized")
+    assert cli("channel", "withdraw", cid).error.endswith(
+        "is already closed: 0.000000 pathUSD went to the payee"
+        " and 0.005000 pathUSD back to the payer"
+    )

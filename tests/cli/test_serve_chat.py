@@ -118,7 +118,7 @@ def test_serve_then_chat_json_close_and_store(
     assert int(status["store"]["spent"]) > 0 and status["local"]["status"] == "open"
 
     settled = cli("channel", "settle", second, "--store", served["dsn"], "--json").json
-    assert settled["settled"] == status["store"]["acceptedCumulative"]  # while serving
+    assert settled["settled"] == status["store"]["spent"]  # exactly what was delivered (SES-36)
 
     free = cli("chat", "Hi.", "--url", url, "--max-tokens", "3", "--api-key-env",
                "MPP_TEST_API_KEY", "--json")  # fmt: skip

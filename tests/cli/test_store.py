@@ -72,7 +72,7 @@ def test_store_status_list_settle_close(cli: CLI, env: Env, server: SessionServe
     status = cli("channel", "status", cid, "--store", dsn(env), "--json").json
     store: dict[str, Any] = status["store"]
     assert store["acceptedCumulative"] == "700" and store["spent"] == "300"
-    assert store["unsettled"] == "700" and store["hasVoucher"] is True
+    assert store["unsettled"] == "300" and store["hasVoucher"] is True  # delivered, unsettled
 
     listed = cli("channel", "list", "--store", dsn(env), "--json").json
     assert listed["source"] == "store"
@@ -82,18 +82,18 @@ def test_store_status_list_settle_close(cli: CLI, env: Env, server: SessionServe
     assert "1 channel(s)" in human.out and "ACCEPTED" in human.out
 
     settled = cli("channel", "settle", cid, "--store", dsn(env), "--json").json
-    assert settled["settled"] == "700" and settled["txHash"]
+    assert settled["settled"] == "300" and settled["txHash"]  # exactly spent (SES-36)
     nothing = cli("channel", "settle", cid, "--store", dsn(env))
     assert nothing.code == 0 and nothing.out.startswith("Nothing to settle")
 
     closed = cli("channel", "close", cid, "--store", dsn(env), "--json").json
-    assert (closed["captured"], closed["refund"]) == ("700", "4300")  # settled already: 700
+    assert (closed["captured"], closed["refund"]) == ("300", "4700")  # settled already: 300
     after = cli("channel", "status", cid, "--store", dsn(env), "--json").json
     assert after["finalized"] and after["store"]["finalized"]
 
 
 def test_store_close_captures_spent_not_accepted(cli: CLI, env: Env, server: SessionServer) -> None:
-    """SES-36 / AMB-02: a voucher for exactly `spent` (300) exists, so 700 is not captured."""
+    """SES-36: the highest voucher is for 700, exactly `spent` (300) is captured."""
     cid = open_channel(cli, env)["channelId"]
     pay(env, server, cid, 300, 700, spend=300)
     r = cli("channel", "close", cid, "--store", dsn(env))
@@ -105,14 +105,14 @@ def test_script_settle_over_threshold(cli: CLI, env: Env, server: SessionServer)
     small = open_channel(cli, env)["channelId"]
     big = open_channel(cli, env)["channelId"]
     pay(env, server, small, 100, spend=50)
-    pay(env, server, big, 900, spend=50)
+    pay(env, server, big, 900, spend=900)
     chain = env.devnet.chain(bytes(env.payee.key))
     dry = script.settle_over_threshold(server.store, chain, 500, dry_run=True)
     assert [(s.channel_id, s.tx_hash) for s in dry] == [(big, None)]
     (done,) = script.settle_over_threshold(server.store, chain, 500)
     assert done.channel_id == big and done.unsettled == 900 and done.tx_hash
     assert chain.read_channel(env.devnet.escrow, big).settled == 900
-    assert chain.read_channel(env.devnet.escrow, small).settled == 0
+    assert chain.read_channel(env.devnet.escrow, small).settled == 0  # 50 < 500
     assert script.settle_over_threshold(server.store, chain, 500) == []  # nothing left over
 
 

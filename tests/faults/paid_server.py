@@ -6,8 +6,9 @@ Serves `GET|POST /stream` (a metered SSE stream of `tokens` events, one unit eac
 the session intent) behind PaymentMiddleware, with a SessionServer on a SQLite file and our
 escrow on `rpc_url`. The store file survives a SIGKILL, so a restarted process continues the
 same channels. Config keys: rpc_url, chain_id, escrow, token, payee_key, db, port, secret,
-price, suggested_deposit, tokens, token_delay, voucher_timeout, reserve_units, refresh_ttl.
-A query `?n=<count>` overrides `tokens` for one request.
+price, suggested_deposit, tokens, token_delay, voucher_timeout, reserve_units, refresh_ttl,
+settlement ({threshold, interval, idle_close}; null values turn one off), watch (run a
+ChainWatcher, as `mpp serve` does). A query `?n=<count>` overrides `tokens` for one request.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from mpp.session.terms import SessionTerms
 from mpp.store.sqlite import SqliteStore
 
 
-def build_app(config: dict[str, Any]) -> Any:
+def build_app(config: dict[str, Any]) -> tuple[Any, SessionServer]:
     from mpp.chain.web3chain import Web3Chain
 
     token = config["token"]
@@ -83,12 +84,13 @@ def build_app(config: dict[str, Any]) -> Any:
                 await asyncio.sleep(delay)
         await send({"type": "http.response.body", "body": b""})
 
-    return PaymentMiddleware(
+    middleware = PaymentMiddleware(
         app,
         gate,
         voucher_timeout=float(config.get("voucher_timeout", 10.0)),
         reserve_units=int(config.get("reserve_units", 1)),
     )
+    return middleware, engine
 
 
 def _utcnow() -> datetime:
@@ -105,14 +107,29 @@ def main(argv: list[str]) -> None:
     import uvicorn
 
     config = json.loads(argv[0])
-    uvicorn.run(
-        build_app(config),
-        host="127.0.0.1",
-        port=int(config["port"]),
-        log_level=config.get("log_level", "warning"),
-        lifespan="off",
-        timeout_graceful_shutdown=2,
-    )
+    app, engine = build_app(config)
+    watcher = None
+    if config.get("watch"):
+        from mpp.session.watcher import ChainWatcher
+
+        watcher = ChainWatcher(
+            engine,
+            poll_interval=float(config.get("poll_interval", 0.2)),
+            settle_interval=float(config.get("settle_interval", 0.5)),
+            on_event=lambda event: app.waiters.wake(event.channel_id),
+        ).start()
+    try:
+        uvicorn.run(
+            app,
+            host="127.0.0.1",
+            port=int(config["port"]),
+            log_level=config.get("log_level", "warning"),
+            lifespan="off",
+            timeout_graceful_shutdown=2,
+        )
+    finally:
+        if watcher is not None:
+            watcher.stop()
 
 
 if __name__ == "__main__":

@@ -2,7 +2,10 @@
 // Channel" v1 client) pays one of our servers over SSE, then closes the channel cooperatively.
 //
 //   node mppx_session_client.mjs '<json>'
-//   json = {url, rpcUrl, privateKey, chainId, escrow?, maxDeposit, gas?, streams?}
+//   json = {url, rpcUrl, privateKey, chainId, escrow?, maxDeposit, gas?, streams?, stopAfter?}
+//
+// `stopAfter`: stop reading each stream after that many messages (the early stop of a user who
+// has seen enough); the close is then signed from the last receipt the client saw.
 //
 // Prints one JSON object per line on stdout: {"kind": "request"|"message"|"receipt"|"close"|
 // "done"|"error", ...}. Exits 0 after "done", 1 after "error". The caller bounds the run time.
@@ -81,7 +84,11 @@ async function main() {
     const stream = await manager.sse(args.url, {
       onReceipt: (receipt) => out('receipt', { receipt }),
     })
-    for await (const data of stream) out('message', { data, stream: i })
+    let seen = 0
+    for await (const data of stream) {
+      out('message', { data, stream: i })
+      if (args.stopAfter !== undefined && ++seen >= args.stopAfter) break
+    }
   }
   const receipt = await manager.close()
   out('close', { receipt: receipt ?? null, channelId: manager.channelId ?? null })

@@ -132,6 +132,64 @@ def test_ses_31_mppx_legacy_client_pays_our_server(
     assert receipts and all(int(r["spent"]) <= int(r["acceptedCumulative"]) for r in receipts)
 
 
+@pytest.fixture
+def slow_server(
+    devnet_clean: Devnet, payee: LocalAccount, tmp_path: Path
+) -> Iterator[ServerProcess]:
+    config = {
+        "rpc_url": devnet_clean.rpc_url,
+        "chain_id": devnet_clean.chain_id,
+        "escrow": devnet_clean.escrow,
+        "token": devnet_clean.token,
+        "payee_key": "0x" + bytes(payee.key).hex(),
+        "db": str(tmp_path / "server.db"),
+        "secret": "e2e-secret-0123456789abcdef-0123456789",
+        "price": PRICE,
+        "suggested_deposit": DEPOSIT,
+        "tokens": 60,
+        "token_delay": 0.02,
+        "voucher_timeout": 20.0,
+        "reserve_units": 4,
+        "watch": True,
+    }
+    with ServerProcess(config) as proc:
+        proc.start()
+        yield proc
+
+
+def test_ses_36_mppx_early_stop_close_captures_what_was_delivered(
+    devnet_clean: Devnet, slow_server: ServerProcess, payer: LocalAccount
+) -> None:
+    """The TypeScript client stops reading after 5 of 60 tokens and closes with a voucher from
+    the last receipt it saw (below what the server delivered): the channel ends closed, the
+    payee holding exactly what the server recorded as delivered and the payer the rest
+    (AMB-02 as decided here: a short close is accepted and captures `spent`)."""
+    token = devnet_clean.token
+    view = devnet_clean.chain()
+    assert view.balance_of(token, devnet_clean.escrow) == 0  # a fresh escrow per test (revert)
+    events = run_mppx_client(
+        {
+            "url": slow_server.url,
+            "rpcUrl": devnet_clean.rpc_url,
+            "privateKey": "0x" + bytes(payer.key).hex(),
+            "chainId": devnet_clean.chain_id,
+            "maxDeposit": "1",
+            "stopAfter": 5,
+        }
+    )
+    messages = [e for e in events if e["kind"] == "message"]
+    assert len(messages) == 5
+    close = next(e for e in events if e["kind"] == "close")
+    cid = close["channelId"]
+    onchain = view.read_channel(devnet_clean.escrow, cid)
+    assert onchain.finalized
+    state = SqliteStore(slow_server.config["db"]).get(cid)
+    assert state is not None and state.finalized
+    assert onchain.settled == state.settled == state.spent  # exactly what was delivered
+    assert 5 * PRICE <= onchain.settled < 60 * PRICE  # what was sent, not the whole stream
+    assert view.balance_of(token, devnet_clean.escrow) == 0  # the rest went back to the payer
+
+
 def test_ses_40_mppx_voucher_for_unknown_channel_gets_410(
     devnet_clean: Devnet, server: ServerProcess
 ) -> None:

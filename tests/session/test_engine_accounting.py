@@ -1,7 +1,8 @@
 """Pure accounting decisions, challenge terms and close planning (no store, no chain).
 
 Row IDs: SES-01/02/05/46 (terms), SES-15/16 (open checks), SES-26 (invariant), AMB-02 (close
-bounds), AMB-08 (topUp raises only the deposit), AMB-09 (initial voucher bound).
+acceptance), SES-35/36/38/44 (capture and settlement), AMB-08 (topUp raises only the deposit),
+AMB-09 (initial voucher bound).
 """
 
 from __future__ import annotations
@@ -22,8 +23,16 @@ from mpp.core.errors import (
     VerificationFailed,
 )
 from mpp.session import accounting as acc
-from mpp.session.ports import ChannelState, OnChainChannel, VoucherRecord
-from mpp.session.settlement import SettlementPolicy, choose_close_voucher, settlement_due
+from mpp.session.ports import ChannelState, OnChainChannel
+from mpp.session.settlement import (
+    Capture,
+    SettlementPolicy,
+    close_due,
+    earned,
+    plan_close,
+    plan_settle,
+    settlement_due,
+)
 from mpp.session.terms import SessionTerms, TermsError
 from tests.session._workers import CID, ESCROW, NOW, PAYEE, PAYER, TOKEN, ZERO, state, terms
 
@@ -169,16 +178,16 @@ def _close(cur: ChannelState, cum: int) -> ChannelState:
     return m.state
 
 
-def test_amb_02_close_bounds() -> None:
+def test_amb_02_close_acceptance() -> None:
+    """SES-36/37: any signed close up to the accepted voucher is the payer's request to end
+    the channel; a short one (below spent, the TypeScript client's early stop) too: what is
+    captured never depends on it (plan_close)."""
     cur = state(deposit=1000, accepted_cumulative=300, spent=100, settled=50)
-    assert acc.close_bounds(cur) == (100, 300)
-    for ok in (100, 200, 300):
+    for ok in (0, 49, 99, 100, 200, 300):
         _close(cur, ok)
-    with pytest.raises(VerificationFailed) as below:
-        _close(cur, 99)
-    assert below.value.extensions["spent"] == "100"  # the client re-signs at spent
-    with pytest.raises(VerificationFailed):
+    with pytest.raises(VerificationFailed) as above:
         _close(cur, 301)
+    assert above.value.extensions["acceptedCumulative"] == "300"
     with pytest.raises(AmountExceedsDeposit):
         _close(state(deposit=1000, accepted_cumulative=1000), 1001)
     untouched = state()  # cum == settled == spent == 0 (mpp-rs #291)
@@ -187,33 +196,62 @@ def test_amb_02_close_bounds() -> None:
         _close(state(finalized=True), 0)
 
 
-def test_amb_02_close_captures_exactly_spent_when_possible() -> None:
-    cur = state(accepted_cumulative=300, spent=100, settled=0, finalized=True)
-    history = [
-        VoucherRecord(CID, 100, "0xat100", "c", 1),
-        VoucherRecord(CID, 300, "0xat300", "c", 2),
-    ]
-    assert choose_close_voucher(cur, 100, "0xclient", history) == (100, "0xclient")
-    assert choose_close_voucher(cur, 300, "0xat300", history) == (100, "0xat100")
-    assert choose_close_voucher(cur, 300, "0xat300", history[1:]) == (300, "0xat300")
-    settled = state(accepted_cumulative=300, spent=100, settled=100)
-    assert choose_close_voucher(settled, 300, "0xat300", []) == (100, None)  # no signature needed
-    assert choose_close_voucher(state(), 0, "0xzero", []) == (0, None)
+def test_ses_36_close_captures_exactly_what_was_delivered() -> None:
+    """SES-36: never more than consumed, never less, whatever voucher the client closed with."""
+    cur = state(accepted_cumulative=300, spent=100, settled=0, voucher_signature="0xat300")
+    assert plan_close(cur, 0, 100, "0xclient") == Capture(100, "0xclient", 100)
+    assert plan_close(cur, 0, 300, "0xclient") == Capture(300, "0xclient", 100)  # prepaid ahead
+    assert plan_close(cur, 0, 40, "0xshort") == Capture(300, "0xat300", 100)  # short close
+    assert plan_close(cur, 30, 300, "0xclient") == Capture(300, "0xclient", 70)  # 30 undelivered
+    settled = state(accepted_cumulative=300, spent=100, settled=100, voucher_signature="0xs")
+    assert plan_close(settled, 0, 300, "0xat300") == Capture(100, None, 100)  # nothing new
+    assert plan_close(state(), 0, 0, "0xzero") == Capture(0, None, 0)
+    # settled above spent (an older settle of the whole voucher): it cannot move back
+    legacy = state(accepted_cumulative=300, spent=100, settled=300, voucher_signature="0xs")
+    assert plan_close(legacy, 0) == Capture(300, None, 300)
+
+
+def test_ses_35_settle_captures_exactly_what_was_delivered() -> None:
+    cur = state(accepted_cumulative=300, spent=120, settled=20, voucher_signature="0xat300")
+    assert plan_settle(cur) == Capture(300, "0xat300", 120)
+    assert plan_settle(cur, held=20) == Capture(300, "0xat300", 100)  # reserved, undelivered
+    assert plan_settle(cur, held=100) is None  # nothing delivered beyond settled
+    assert plan_settle(dataclasses.replace(cur, finalized=True)) is None
+    assert plan_settle(dataclasses.replace(cur, voucher_signature=None)) is None
+    assert earned(cur, held=500) == 20  # never below settled
 
 
 def test_settlement_policy() -> None:
-    policy = SettlementPolicy(every_amount=100, every_seconds=60)
-    live = state(accepted_cumulative=150, settled=60, voucher_signature="0xs")
-    assert not settlement_due(live, policy, now=NOW, last_settled_at=NOW)
+    policy = SettlementPolicy(threshold=100, interval=60, idle_close=3600)
+    live = state(accepted_cumulative=150, spent=150, settled=60, voucher_signature="0xs")
+    assert not settlement_due(live, policy, now=NOW, last_settled_at=NOW)  # 90 < 100
     assert settlement_due(
         dataclasses.replace(live, settled=50), policy, now=NOW, last_settled_at=NOW
     )
     assert settlement_due(live, policy, now=NOW + 60, last_settled_at=NOW)
-    closing = dataclasses.replace(live, close_requested_at=NOW)  # SES-38: settle within the grace
-    assert settlement_due(closing, SettlementPolicy(), now=NOW, last_settled_at=NOW)
+    assert not settlement_due(live, policy, now=NOW, last_settled_at=NOW, held=90)  # undelivered
     assert not settlement_due(
         dataclasses.replace(live, finalized=True), policy, now=NOW + 99, last_settled_at=0
     )
+    off = SettlementPolicy.off()
+    assert not off.enabled and SettlementPolicy().enabled
+    assert not settlement_due(live, off, now=NOW + 10**6, last_settled_at=0)
+    with pytest.raises(ValueError):
+        SettlementPolicy(threshold=0)
+
+
+def test_ses_38_and_ses_44_close_due() -> None:
+    """A payer's close request is answered by a close at once, whatever the policy (SES-38);
+    idle channels are closed after `idle_close` unless a stream holds units on them (SES-44)."""
+    policy = SettlementPolicy(idle_close=3600)
+    live = state(updated_at=NOW)
+    assert not close_due(live, policy, now=NOW + 3599, held=0)
+    assert close_due(live, policy, now=NOW + 3600, held=0)
+    assert not close_due(live, policy, now=NOW + 3600, held=1)
+    assert not close_due(live, SettlementPolicy.off(), now=NOW + 10**6, held=0)
+    closing = dataclasses.replace(live, close_requested_at=NOW)
+    assert close_due(closing, SettlementPolicy.off(), now=NOW, held=5)
+    assert not close_due(dataclasses.replace(closing, finalized=True), policy, now=NOW, held=0)
 
 
 # --- invariant (SES-26), property-based --------------------------------------------------------

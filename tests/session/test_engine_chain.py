@@ -71,7 +71,8 @@ def test_ses_14_open_rejected_before_broadcast(env: Env, flaw: str) -> None:
     if flaw == "expiry":
         valid_before = decode_tempo_tx(payload["transaction"]).valid_before
         assert valid_before is not None
-        expires = valid_before - 1  # the transaction outlives the challenge
+        # the transaction outlives the challenge by more than the 5 s of clock skew tolerated
+        expires = valid_before - 7
     if flaw == "sponsor":
         sponsored = env.client("other.db").open_payload(env.terms(fee_payer=True), 10_000)
         payload = sponsored  # a server with feePayer false does not co-sign (SES-03)
@@ -136,7 +137,10 @@ def test_ses_18_21_pending_close_then_topup_cancels_it(env: Env) -> None:
     )
 
 
-def test_amb_02_close_below_spent_then_at_spent_captures_exactly_spent(env: Env) -> None:
+def test_amb_02_short_close_captures_exactly_spent(env: Env) -> None:
+    """A close below `spent` (the client missed the last receipt; the TypeScript client's early
+    stop) still closes the channel: the payee captures exactly `spent` with the stored highest
+    voucher and the payer gets the rest (our decision on AMB-02)."""
     server, payer = env.server(), env.client()
     opened = server.handle(
         payer.open_payload(env.terms(), 10_000, expires=env.expires()), challenge_id="c"
@@ -144,14 +148,13 @@ def test_amb_02_close_below_spent_then_at_spent_captures_exactly_spent(env: Env)
     cid = opened.state.channel_id
     server.handle(payer.voucher_payload(cid, 4_000), challenge_id="c")
     server.charge(cid, 1_234)
-    with pytest.raises(VerificationFailed) as err:  # the client missed the last receipt
-        server.handle(payer.close_payload(cid, spent=1_000), challenge_id="c")
-    assert err.value.extensions["spent"] == "1234"
-    assert not server.store.get(cid).finalized  # type: ignore[union-attr]
-    closed = server.handle(payer.close_payload(cid, spent=1_234), challenge_id="c")
+    payer_before = env.balance(env.payer)
+    closed = server.handle(payer.close_payload(cid, spent=1_000), challenge_id="c")
     onchain = env.devnet.chain().read_channel(env.devnet.escrow, cid)
     assert onchain.finalized and onchain.settled == 1_234
+    assert env.balance(env.payer) - payer_before == 10_000 - 1_234
     assert closed.receipt["txHash"] == closed.tx_hash and closed.state.finalized
+    assert closed.receipt["spent"] == "1234"
     late = voucher(
         4_001, k=env.payer_key, cid=cid, escrow=env.devnet.escrow, chain_id=env.devnet.chain_id
     )
@@ -159,7 +162,7 @@ def test_amb_02_close_below_spent_then_at_spent_captures_exactly_spent(env: Env)
         server.handle(late, challenge_id="c")
 
 
-def test_amb_02_close_above_spent_prefers_a_stored_voucher_at_spent(env: Env) -> None:
+def test_ses_36_close_above_spent_captures_exactly_spent(env: Env) -> None:
     server, payer = env.server(), env.client()
     cid = server.handle(
         payer.open_payload(env.terms(), 10_000, expires=env.expires()), challenge_id="c"

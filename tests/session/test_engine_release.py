@@ -43,16 +43,18 @@ def test_ses_30_apply_release_lowers_spent_and_keeps_the_rest() -> None:
 
 
 def test_ses_30_release_has_no_settled_floor() -> None:
-    """settled may exceed spent (we settled the highest voucher): a `settled` floor would keep
+    """A row settled by an older version may hold settled > spent: a `settled` floor would keep
     undelivered units billed. 50 delivered, settled 100, 150 reserved then released → 50."""
     cur = state(accepted_cumulative=200, settled=100, spent=50 + 150)
     new = acc.apply_release(cur, 150, now=NOW).state
     assert new is not None and new.spent == 50
 
 
-def test_ses_36_release_on_a_finalized_row_changes_nothing() -> None:
-    """The close was validated against this `spent` (AMB-02): the books stay as captured."""
-    assert acc.apply_release(state(spent=100, finalized=True), 40, now=NOW).state is None
+def test_ses_36_release_on_a_finalized_row_keeps_the_books_on_what_was_delivered() -> None:
+    """A close captures spent minus the undelivered holds; releasing them afterwards leaves
+    the row saying exactly what was delivered (and captured)."""
+    new = acc.apply_release(state(spent=100, finalized=True), 40, now=NOW).state
+    assert new is not None and new.spent == 60 and new.finalized
 
 
 def test_ses_30_release_refuses_bad_amounts() -> None:
@@ -109,12 +111,14 @@ def test_ses_30_release_never_exceeds_this_process_reservation() -> None:
     assert unchanged is not None and unchanged.spent == 100
 
 
-def test_ses_36_release_after_close_froze_the_row_only_drops_the_hold() -> None:
+def test_ses_36_release_after_close_froze_the_row_gives_the_units_back() -> None:
+    """A close captures spent minus the holds: the undelivered units go back afterwards, so
+    the frozen row ends up saying what was delivered (and captured)."""
     server = server_with(accepted_cumulative=1_000)
     server.charge(CID, 300, reserve=True)
     server.store.update(CID, lambda cur: acc.apply_freeze(cur, now=NOW))
     after = server.release(CID, 300, challenge_id="ch")
-    assert after is not None and after.spent == 300 and after.finalized
+    assert after is not None and after.spent == 0 and after.finalized
     assert server.held(CID) == 0
 
 

@@ -1,0 +1,80 @@
+"""What a payer may authorize while a paid response streams (CORE-39, applied mid-stream).
+
+A server asks for vouchers with `payment-need-voucher` events; nothing in the protocol stops it
+from asking for the whole deposit after two tokens, or from asking again and again without
+sending anything. `StreamBudget` is the payer's own count: starting from what was covered when
+the response began, it allows at most the value DELIVERED since (counted from the stream's
+events at the challenge's unit price) plus the lookahead window plus one unit. A request beyond
+that, or more than `max_empty_asks` asks in a row that bring no content, is refused with
+`ServerOverreach`: the stream ends and nothing is signed.
+
+Pure (no I/O, no clock): the HTTP client feeds it what it reads.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from mpp.session.policy import PolicyViolation
+
+__all__ = ["DEFAULT_MAX_EMPTY_ASKS", "ServerOverreach", "StreamBudget"]
+
+DEFAULT_MAX_EMPTY_ASKS = 3
+
+
+class ServerOverreach(PolicyViolation):
+    """The server asked for more than it delivered plus the lookahead window allows, or kept
+    asking without delivering: nothing was signed and the stream ends."""
+
+
+@dataclass
+class StreamBudget:
+    """The payer's allowance for one paid response on one channel.
+
+    `base`: the cumulative amount the server had earned when the response started, as far as
+    we accept it (the header receipt's `spent`, never above what we had signed before).
+    `window`: the lookahead value the payer keeps authorized ahead of delivery (bounded by the
+    spending policy's `max_lead`). `units_per_event`: metered units per content event (one
+    token per chunk for an LLM stream).
+    """
+
+    unit_price: int
+    base: int
+    window: int
+    units_per_event: int = 1
+    max_empty_asks: int = DEFAULT_MAX_EMPTY_ASKS
+    delivered_units: int = 0
+    empty_asks: int = 0
+
+    @property
+    def limit(self) -> int:
+        """The highest cumulative amount this response may make us sign."""
+        return self.base + (self.delivered_units + 1) * self.unit_price + self.window
+
+    def delivered(self, events: int) -> None:
+        """`events` content events arrived: they are delivered units."""
+        if events > 0:
+            self.delivered_units += events * self.units_per_event
+            self.empty_asks = 0
+
+    def asked(self, required: int) -> None:
+        """A need-voucher for `required`: refuse it if it exceeds the allowance, or if the
+        server keeps asking with nothing delivered in between."""
+        self.empty_asks += 1
+        if self.empty_asks > self.max_empty_asks:
+            raise ServerOverreach(
+                f"the server asked for a voucher {self.empty_asks} times without sending "
+                "anything in between"
+            )
+        self.check(required)
+
+    def check(self, cumulative: int) -> None:
+        if cumulative > self.limit:
+            raise ServerOverreach(
+                f"the server asked for a cumulative {cumulative}, more than the "
+                f"{self.limit} its delivered units and the lookahead window allow"
+            )
+
+    def cap(self, cumulative: int) -> int:
+        """Our own prepay target, kept within the allowance."""
+        return min(cumulative, self.limit)

@@ -1,0 +1,67 @@
+"""The payer's mid-stream allowance (mpp.session.budget): CORE-39 applied to need-voucher events.
+
+Whatever a server asks, a stream never makes the payer sign more than what was delivered since
+the response began (at the unit price) plus the lookahead window plus one unit, and a server
+that keeps asking without delivering is refused.
+"""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from mpp.session.budget import ServerOverreach, StreamBudget
+from mpp.session.policy import PolicyViolation
+
+
+def test_core_39_whole_deposit_after_two_tokens_is_refused() -> None:
+    budget = StreamBudget(unit_price=10, base=1_000, window=160)
+    budget.delivered(2)
+    assert budget.limit == 1_000 + 3 * 10 + 160
+    budget.asked(1_030)  # the next unit: fine
+    with pytest.raises(ServerOverreach):
+        budget.asked(100_000)  # the whole deposit
+    assert issubclass(ServerOverreach, PolicyViolation)
+
+
+def test_core_39_asks_without_content_are_capped() -> None:
+    budget = StreamBudget(unit_price=10, base=0, window=0, max_empty_asks=3)
+    for _ in range(3):
+        budget.asked(10)
+    with pytest.raises(ServerOverreach, match="without sending"):
+        budget.asked(10)
+    budget = StreamBudget(unit_price=10, base=0, window=0, max_empty_asks=3)
+    for n in range(1, 300):  # a need-voucher after every delivered unit is legitimate
+        budget.delivered(1)
+        budget.asked((n + 1) * 10)
+
+
+def test_own_prepay_is_capped_and_units_per_event() -> None:
+    budget = StreamBudget(unit_price=5, base=100, window=50, units_per_event=2)
+    budget.delivered(3)
+    assert budget.limit == 100 + 7 * 5 + 50
+    assert budget.cap(10_000) == budget.limit
+    assert budget.cap(120) == 120
+
+
+@given(
+    st.integers(1, 10**6),
+    st.integers(0, 10**9),
+    st.integers(0, 10**6),
+    st.lists(st.tuples(st.integers(0, 5), st.integers(0, 10**10)), max_size=50),
+)
+def test_core_39_never_signs_beyond_delivered_plus_window(
+    price: int, base: int, window: int, steps: list[tuple[int, int]]
+) -> None:
+    budget = StreamBudget(unit_price=price, base=base, window=window, max_empty_asks=10**6)
+    delivered = 0
+    for events, required in steps:
+        budget.delivered(events)
+        delivered += events
+        try:
+            budget.asked(required)
+        except ServerOverreach:
+            assert required > base + (delivered + 1) * price + window
+        else:
+            assert required <= base + (delivered + 1) * price + window
