@@ -141,6 +141,13 @@ def gas_goals(d: dict[str, Any]) -> list[Row]:
             else:
                 goal, met = f"{op} on {label} ≤ probe", ratio <= 1.0
             out.append((goal, f"{ours:,} vs {theirs:,} ({ratio:.2f}×)", met))
+    # The exact-capture functions next to the v1 ones they replace on the payee's paths (T0; on
+    # T4 `settle` is the payee's first transaction and carries new-state costs).
+    for new, old in (("settleCapture", "settle"), ("closeCapture (capture < voucher)", "close")):
+        if new in d["gas"].get("default", {}):
+            ours, theirs = d["gas"]["default"][new], d["gas"]["default"][old]
+            measured = f"{ours:,} vs {theirs:,} ({ours / theirs:.3f}×)"
+            out.append((f"{new} vs {old} on T0 (default)", measured, None))
     return out
 
 
@@ -160,6 +167,26 @@ def scaling_goals(d: dict[str, Any]) -> list[Row]:
         measured = f"{two:,.0f} vs {one:,.0f} paid tokens/s ({two / one:.2f}×)"
         out.append((f"two server processes vs one on PostgreSQL, {n} paid streams", measured, None))
     return out
+
+
+def money_goals(d: dict[str, Any]) -> list[Row]:
+    r, f = d["close_reaction_s"], d["faults"]
+    grace = 15 * 60  # the escrow's grace period, seconds
+    kills = ", ".join(f"{phase} {n}" for phase, n in f["kills"].items())
+    return [
+        (
+            "requestClose → settling tx, median, default settings ≪ the 15 min grace period",
+            f"{r['median']:.2f} s (max {r['max']:.2f} s of {r['n']})",
+            r["max"] < grace / 10,
+        ),
+        (
+            "fault runs: delivered ≤ captured ≤ delivered + one window per crash",
+            f"{f['channels']} channels, kills: {kills}; Σ delivered {f['delivered']:,}, "
+            f"Σ captured {f['captured']:,}; largest excess {f['largest_excess']} "
+            f"(window {f['window']})",
+            f["delivered"] <= f["captured"] and f["largest_excess"] <= f["window"],
+        ),
+    ]
 
 
 BENCHES = [
@@ -187,6 +214,11 @@ BENCHES = [
           ("--hardforks", "default,T4"), ("--hardforks", "default,T4"), 300,
           "Escrow operations on anvil in Tempo mode, default hardfork (T0) and T4, vs "
           "TOOLCHAIN.md's probe (T0 / T4).", gas_goals),
+    Bench("money", "Money safety: force-close reaction and fault runs", "bench_money.py",
+          ("--closes", "7", "--lifecycles", "3"), ("--closes", "3", "--lifecycles", "1"), 600,
+          "A real `mpp serve` on defaults reacting to requestClose; SIGKILLs across open, "
+          "vouchers, settle and close; definitions in the script's docstring.", money_goals,
+          root_on_path=True),
     Bench("scaling", "Scaling: concurrent paid streams", "bench_scaling.py",
           (), ("--quick",), 600,
           "Concurrent streams on one server process (SQLite), then one vs two server processes "

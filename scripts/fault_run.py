@@ -4,6 +4,7 @@
     .venv/bin/python scripts/fault_run.py                      # 100 streams, 10 at a time
     .venv/bin/python scripts/fault_run.py --streams 40 --concurrency 8 --crashes 3 --seed 7
     .venv/bin/python scripts/fault_run.py --skip-outage --skip-disconnect
+    .venv/bin/python scripts/fault_run.py --skip-sigkill --skip-outage --skip-disconnect
 
 1. SIGKILL: batches of `--concurrency` concurrent paid streams against the paid server
    (tests/faults/paid_server.py, its own process on a SQLite store); `--crashes` SIGKILLs per
@@ -14,6 +15,10 @@
 2. RPC outage (`--outages` rounds): the RPC goes away behind a TCP proxy; vouchers for known
    channels keep working, an unknown channel gets 503 + Retry-After, nothing is lost.
 3. Client disconnects (`--disconnects` rounds): `spent` equals what was delivered.
+4. Lifecycle (`--lifecycles` rounds): settlement on (small threshold) and the chain watcher
+   running; SIGKILLs while channels open through the server, while vouchers stream and the
+   server settles, and while channels close. Checked per channel: finalized on chain, captured
+   == recorded spent, delivered ≤ captured ≤ delivered + one lookahead window per crash.
 
 Starts its own anvil (Tempo mode) with our escrow; every process is stopped through its handle.
 Exit status 0 when every check held.
@@ -38,6 +43,7 @@ from tests.faults.test_faults_short import (  # noqa: E402
     PRICE,
     check_closed,
     open_clients,
+    run_lifecycle_with_crashes,
     run_with_crashes,
     server_config,
 )
@@ -133,6 +139,37 @@ def disconnect_runs(devnet: Devnet, tmp: Path, rounds: int, seed: int) -> None:
     print(f"disconnects: {rounds} streams cut by the client, spent == delivered for each")
 
 
+def lifecycle_runs(devnet: Devnet, tmp: Path, args: argparse.Namespace) -> None:
+    kills: dict[str, int] = {}
+    channels = delivered = captured = largest = window = 0
+    started = time.monotonic()
+    for i in range(args.lifecycles):
+        (payee,) = devnet.new_accounts(1)
+        run = run_lifecycle_with_crashes(
+            devnet,
+            payee,
+            tmp / f"lifecycle-{i}.db",
+            clients_n=args.concurrency,
+            tokens=args.tokens,
+            stream_kills=args.crashes,
+            seed=args.seed + 1000 + i,
+            deadline_s=args.batch_timeout,
+        )
+        for phase, n in run.kills.items():
+            kills[phase] = kills.get(phase, 0) + n
+        channels += run.channels
+        delivered += run.delivered
+        captured += run.captured
+        largest = max(largest, run.largest_excess)
+        window = run.window
+        print(f"lifecycle {i + 1}/{args.lifecycles}: {run.kills}, all checks held", flush=True)
+    print(
+        f"lifecycle: {channels} channels, kills {kills} ({sum(kills.values())} total), "
+        f"Σ delivered {delivered}, Σ captured {captured}, largest excess {largest} base units "
+        f"(one window = {window}), {time.monotonic() - started:.1f} s"
+    )
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--streams", type=int, default=100)
@@ -143,10 +180,12 @@ def main() -> int:
     parser.add_argument("--batch-timeout", type=float, default=300.0)
     parser.add_argument("--outages", type=int, default=3)
     parser.add_argument("--disconnects", type=int, default=10)
+    parser.add_argument("--lifecycles", type=int, default=5)
     parser.add_argument("--seed", type=int, default=int(time.time()))
     parser.add_argument("--skip-sigkill", action="store_true")
     parser.add_argument("--skip-outage", action="store_true")
     parser.add_argument("--skip-disconnect", action="store_true")
+    parser.add_argument("--skip-lifecycle", action="store_true")
     args = parser.parse_args()
     print(f"seed {args.seed}", flush=True)
     with tempfile.TemporaryDirectory(prefix="mpp-faults-") as tmp_dir, Devnet.start() as devnet:
@@ -157,6 +196,8 @@ def main() -> int:
             outage_runs(devnet, tmp, args.outages)
         if not args.skip_disconnect:
             disconnect_runs(devnet, tmp, args.disconnects, args.seed)
+        if not args.skip_lifecycle:
+            lifecycle_runs(devnet, tmp, args)
     print("all fault checks held")
     return 0
 

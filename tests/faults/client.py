@@ -5,7 +5,9 @@ first request carries its current cumulative, every `payment-need-voucher` event
 with a bodyless voucher POST for exactly `requiredCumulative`, every `data:` event is a delivered
 token. Connection errors (a killed server) end the current attempt; `run()` waits for the server
 and requests the remaining tokens. The close signs the `spent` of the last receipt, re-signing
-once at the server's `spent` when the server says it is higher (AMB-02).
+once at the server's `spent` when the server says it is higher (AMB-02). `open_via_server`
+opens the channel through the server instead (an `open` credential on a zero-token request,
+retried across crashes with the same signed transaction).
 """
 
 from __future__ import annotations
@@ -85,6 +87,30 @@ class FaultClient:
             raise ServerGone(f"voucher answered {answer.status_code}")
         if answer.status_code != 200:
             raise AssertionError(f"voucher refused: {answer.status_code} {answer.text[:300]}")
+
+    def open_via_server(self, payload: dict[str, Any], *, deadline: float) -> None:
+        """POST the `open` credential until the server has stored the channel. A retry after a
+        crash carries the same transaction: the server adopts an open that already landed."""
+        while True:
+            if time.monotonic() > deadline:
+                raise AssertionError("open did not complete in time")
+            try:
+                challenge = self.challenge or self._fetch_challenge()
+                auth = Credential(challenge, payload, source=self.source).to_header()
+                # A zero-token request: the open is answered without content to pay for.
+                answer = httpx.post(f"{self.url}?n=0", headers={"authorization": auth}, timeout=30)
+            except (httpx.HTTPError, ServerGone):
+                time.sleep(0.2)
+                continue
+            if answer.status_code == 200:
+                self.cumulative = max(self.cumulative, int(payload["cumulativeAmount"]))
+                self._receipt(answer.headers.get("payment-receipt"))
+                return
+            if answer.status_code in (402, 503):  # a stale challenge, or the chain is slow
+                self.challenge = None
+                time.sleep(0.2)
+                continue
+            raise AssertionError(f"open answered {answer.status_code}: {answer.text[:300]}")
 
     # --- streaming -----------------------------------------------------------------------------
 
@@ -179,4 +205,6 @@ class FaultClient:
                 self.challenge = None
                 time.sleep(0.2)
                 continue
+            if answer.status_code == 410:  # the close landed before a crash: nothing left
+                return {"status": "closed"}
             raise AssertionError(f"close answered {answer.status_code}: {problem}")

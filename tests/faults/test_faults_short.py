@@ -8,6 +8,11 @@
    with Retry-After (never 500) where it needs the chain, keeps accepting vouchers for known
    channels, and loses none of them: the close after the outage captures all of it.
 3. A client disconnects mid-stream: `spent` equals what was delivered.
+4. The whole lifecycle under SIGKILL with settlement on (a small threshold, the chain watcher
+   running): kills while channels open through the server, while vouchers stream, while the
+   server settles and while it closes. Every channel ends finalized on chain with the payee
+   holding ≥ what was delivered and ≤ delivered + one lookahead window per crash, exactly the
+   server's recorded `spent` (SES-25, SES-28, SES-36).
 
 Rows: SES-25, SES-26, SES-28, SES-31, SES-36, AMB-02, CORE-29/31 (Retry-After).
 """
@@ -163,6 +168,169 @@ def run_with_crashes(
             c.close(deadline=deadline)
         server.stop()
     return check_closed(devnet, str(db), clients, done), done
+
+
+@dataclass
+class LifecycleRun:
+    channels: int
+    kills: dict[str, int]  # phase → SIGKILLs
+    delivered: int  # Σ tokens received by clients, in base units
+    captured: int  # Σ settled on chain
+    largest_excess: int  # max over channels of captured − delivered, base units
+    window: int  # one lookahead window, base units
+
+
+def run_lifecycle_with_crashes(
+    devnet: Devnet,
+    payee: LocalAccount,
+    db: Path,
+    *,
+    clients_n: int,
+    tokens: int,
+    stream_kills: int,
+    seed: int,
+    window_units: int = 4,
+    deadline_s: float = 150.0,
+) -> LifecycleRun:
+    """Fault run 4 (shared by scripts/fault_run.py): SIGKILLs across open, vouchers, settle and
+    close with settlement on and the watcher running."""
+    from mpp.session.payer import Payer
+    from mpp.session.terms import SessionTerms
+
+    rng = random.Random(seed)
+    config = server_config(
+        devnet,
+        payee,
+        db,
+        token_delay=0.02,
+        reserve_units=window_units,
+        watch=True,
+        settle_interval=0.3,
+        settlement={"threshold": 3 * PRICE, "interval": 1, "idle_close": None},
+    )
+    deadline = time.monotonic() + deadline_s
+    kills = {"open": 0, "stream": 0, "settle": 0, "close": 0}
+    errors: list[BaseException] = []
+
+    def in_threads(work: Any, clients: list[FaultClient]) -> list[threading.Thread]:
+        def guarded(c: FaultClient) -> None:
+            try:
+                work(c)
+            except BaseException as exc:  # reported by the main thread
+                errors.append(exc)
+
+        threads = [threading.Thread(target=guarded, args=(c,), daemon=True) for c in clients]
+        for t in threads:
+            t.start()
+        return threads
+
+    def kill_during(phase: str, threads: list[threading.Thread] | None, delay: float) -> None:
+        time.sleep(rng.uniform(0.0, delay))
+        if threads is None or any(t.is_alive() for t in threads):
+            server.kill()
+            kills[phase] += 1
+            time.sleep(rng.uniform(0.0, 0.3))
+            server.start()
+
+    def join(threads: list[threading.Thread]) -> None:
+        for t in threads:
+            t.join(max(0.0, deadline - time.monotonic()))
+        assert not errors, errors
+        assert all(not t.is_alive() for t in threads), "a client did not finish"
+
+    with ServerProcess(config) as server:
+        server.start()
+        challenge = FaultClient(server.url, "", "", "", "", 0, PRICE)._fetch_challenge()
+        terms = SessionTerms.from_request(challenge.request)
+        clients, payloads = [], []
+        for i, account in enumerate(devnet.new_accounts(clients_n, amount=2 * DEPOSIT + 10**6)):
+            key = "0x" + bytes(account.key).hex()
+            payer = Payer(key, records_path=db.with_name(f"payer-{i}.db"), chain=devnet.chain())
+            payload = payer.open_payload(terms, DEPOSIT, expires=int(time.time()) + 60)
+            payloads.append(payload)
+            clients.append(
+                FaultClient(
+                    url=server.url,
+                    key=key,
+                    payer=account.address,
+                    channel_id=payload["channelId"],
+                    escrow=devnet.escrow,
+                    chain_id=devnet.chain_id,
+                    price=PRICE,
+                )
+            )
+        by_id = {c.channel_id: p for c, p in zip(clients, payloads, strict=True)}
+        threads = in_threads(
+            lambda c: c.open_via_server(by_id[c.channel_id], deadline=deadline), clients
+        )
+        kill_during("open", threads, 0.05)
+        join(threads)
+
+        threads = in_threads(lambda c: c.run(tokens, deadline=deadline), clients)
+        for _ in range(stream_kills):
+            kill_during("stream", threads, tokens * 0.02 / 2)
+        join(threads)
+        assert all(c.delivered == tokens for c in clients)
+        # Settlement rounds run every 0.3 s over channels past the threshold: a kill among them.
+        kill_during("settle", None, 0.6)
+        time.sleep(1.0)
+
+        threads = in_threads(lambda c: c.close(deadline=deadline), clients)
+        kill_during("close", threads, 0.05)
+        join(threads)
+        # The watcher finalizes rows whose close landed just before a kill.
+        finalized_by = time.monotonic() + 20
+        store = SqliteStore(str(db))
+        while time.monotonic() < finalized_by and not all(
+            (st := store.get(c.channel_id)) is not None and st.finalized for c in clients
+        ):
+            time.sleep(0.1)
+        server.stop()
+
+    store, view = SqliteStore(str(db)), devnet.chain()
+    crashes = sum(kills.values())
+    window = window_units * PRICE
+    largest = captured_total = 0
+    for c in clients:
+        state = store.get(c.channel_id)
+        onchain = view.read_channel(devnet.escrow, c.channel_id)
+        assert onchain.finalized, c.channel_id
+        assert state is not None and state.finalized, c.channel_id
+        delivered = c.delivered * PRICE
+        assert onchain.settled == state.spent == state.settled, (onchain.settled, state.spent)
+        assert onchain.settled >= delivered, "a payer took back what it was served"
+        assert onchain.settled - delivered <= crashes * window, (onchain.settled, delivered)
+        largest = max(largest, onchain.settled - delivered)
+        captured_total += onchain.settled
+    return LifecycleRun(
+        channels=len(clients),
+        kills=kills,
+        delivered=sum(c.delivered for c in clients) * PRICE,
+        captured=captured_total,
+        largest_excess=largest,
+        window=window,
+    )
+
+
+@pytest.mark.timeout(240)
+def test_ses_28_sigkill_across_open_voucher_settle_close(
+    devnet_clean: Devnet, payee: LocalAccount, tmp_path: Path
+) -> None:
+    """SES-25/28/36: SIGKILLs while channels open, while vouchers stream with settlement
+    running, and while they close; every channel ends finalized with the payee holding its
+    recorded `spent`, between delivered and delivered + one window per crash."""
+    seed = int(os.environ.get("MPP_FAULT_SEED", "4321"))
+    run = run_lifecycle_with_crashes(
+        devnet_clean,
+        payee,
+        tmp_path / "server.db",
+        clients_n=3,
+        tokens=30,
+        stream_kills=2,
+        seed=seed,
+    )
+    assert run.kills["stream"] >= 1
+    assert run.captured >= run.delivered
 
 
 @pytest.mark.timeout(180)
