@@ -5,9 +5,10 @@
         --idle-minutes 60 [--dry-run] [--json]
 
 "Idle" means the server's store has not changed the channel (no voucher, no charge, no refresh)
-for that long. Each close is the payee's cooperative close with the store's vouchers: it captures
-exactly what was spent when a voucher for that amount exists (AMB-02) and refunds the rest of
-the deposit to the payer in the same transaction.
+for that long. Each close is the payee's cooperative close with the store's highest voucher
+through the escrow's closeCapture: it captures exactly what was spent, whatever the voucher
+covers, and refunds the rest of the deposit to the payer in the same transaction. (`mpp serve`
+does this by itself with its idle_close setting; this script is the by-hand form.)
 """
 
 from __future__ import annotations
