@@ -35,6 +35,7 @@ from urllib.parse import urlsplit
 from eth_account import Account
 
 from mpp.chain.web3chain import PATH_USD, Web3Chain
+from mpp.core.amounts import decimal_amount
 from mpp.core.errors import ChainUnavailable
 from mpp.session.terms import TermsError, parse_address, parse_bytes32
 from mpp.session.voucher import private_key_bytes
@@ -147,15 +148,18 @@ def amount_arg(value: str, what: str) -> int:
     """Base units ("1500000") or token units with a `usd` suffix ("1.5usd")."""
     text = value.strip().lower()
     try:
+        if not text.isascii():  # Decimal() and isdigit() also read "²" and fullwidth digits
+            raise InvalidOperation
         if text.endswith("usd"):
             units = Decimal(text[:-3]) * 10**DECIMALS
             if units != units.to_integral_value():
                 raise InvalidOperation
             amount = int(units)
         else:
-            if not text.isdigit():
+            parsed = decimal_amount(text)
+            if parsed is None:
                 raise InvalidOperation
-            amount = int(text)
+            amount = parsed
     except InvalidOperation:
         raise usage_error(
             f"bad amount for {what}: {value!r} (base units like 1500000, or 1.5usd)"

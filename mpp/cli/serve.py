@@ -171,7 +171,7 @@ def _resolve(args: argparse.Namespace, config: dict[str, Any]) -> argparse.Names
 
 def _bind(value: str) -> tuple[str, int]:
     host, _, port = value.rpartition(":")
-    if not host or not port.isdigit() or not 0 <= int(port) < 65536:
+    if not host or not (port.isascii() and port.isdigit()) or not 0 <= int(port) < 65536:
         raise usage_error(f"bad bind address {value!r} (host:port expected)")
     return host.strip("[]"), int(port)
 

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
+from mpp.core.amounts import decimal_amount, decimal_seconds
 from mpp.core.challenge import Challenge
 from mpp.core.digest import check_content_digest
 from mpp.core.errors import PaymentError
@@ -65,7 +66,7 @@ def problem_of(response: httpx.Response) -> dict[str, Any]:
 
 
 def amount_of(value: object) -> int | None:
-    return int(value) if isinstance(value, str) and value.isdigit() and len(value) < 40 else None
+    return decimal_amount(value)
 
 
 def route_key(url: httpx.URL, method: str) -> RouteKey:
@@ -108,5 +109,5 @@ def superseded(payload: Mapping[str, Any], response: httpx.Response) -> bool:
 
 
 def retry_after(response: httpx.Response, cap: float = 5.0) -> float:
-    value = response.headers.get("retry-after", "1")
-    return min(cap, float(value)) if value.isdigit() else 1.0
+    seconds = decimal_seconds(response.headers.get("retry-after", "1"))
+    return 1.0 if seconds is None else min(cap, float(seconds))

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
+from mpp.core.amounts import decimal_amount
 from mpp.http.sse import NEED_VOUCHER, RECEIPT, PaymentEvent, PaymentEventFilter
 from mpp.session.budget import ServerOverreach
 from mpp.session.payer import DepositExhausted, PayerError
@@ -32,10 +33,10 @@ log = logging.getLogger(__name__)
 
 
 def _int(data: dict[str, Any], name: str) -> int:
-    value = data.get(name)
-    if not isinstance(value, str) or not value.isdigit() or len(value) > 39:
+    amount = decimal_amount(data.get(name))
+    if amount is None:
         raise ValueError(f"need-voucher field {name} is not a decimal string")
-    return int(value)
+    return amount
 
 
 MAX_IN_FLIGHT = 4  # prepay vouchers on the wire at once, per stream
@@ -99,7 +100,7 @@ class Ahead:
 
 
 def _amount(value: object) -> int | None:
-    return int(value) if isinstance(value, str) and value.isdigit() and len(value) < 40 else None
+    return decimal_amount(value)
 
 
 def plan_voucher(exchange: PaidExchange, event: PaymentEvent) -> tuple[str, int, int]:

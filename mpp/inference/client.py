@@ -16,6 +16,7 @@ from typing import IO, Any
 
 import httpx
 
+from mpp.core.amounts import decimal_amount
 from mpp.http.client_auth import PaymentAuth
 from mpp.http.client_model import RECEIPTS_KEY
 from mpp.session.payer import Payer
@@ -195,7 +196,7 @@ class _Result:
     def _take(self, response: httpx.Response) -> None:
         self.provider = response.headers.get("x-mpp-provider")
         price = response.headers.get(UNIT_PRICE_HEADER, "")
-        self.unit_price = int(price) if price.isdigit() else None
+        self.unit_price = decimal_amount(price)
 
     def _finish(self, response: httpx.Response) -> None:
         self.receipts = list(response.extensions.get(RECEIPTS_KEY, []))

@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
+from mpp.core.amounts import decimal_amount
 from mpp.core.errors import MalformedCredential
 from mpp.session.voucher import DEFAULT_DOMAIN_NAME, MAX_AMOUNT
 
@@ -28,7 +29,6 @@ __all__ = [
 # SES-02: the tempo session default when a challenge omits chainId (we always emit it).
 DEFAULT_CHAIN_ID: Final = 4217
 
-_DECIMAL = re.compile(r"(?:0|[1-9][0-9]{0,38})")
 _ADDRESS = re.compile(r"0[xX][0-9a-fA-F]{40}")
 _BYTES32 = re.compile(r"0[xX][0-9a-fA-F]{64}")
 
@@ -39,11 +39,9 @@ class TermsError(MalformedCredential, ValueError):
 
 def parse_amount(value: object, what: str) -> int:
     """A decimal string of base units in 0..2^128-1 (SES-05/SES-24); no floats, no signs."""
-    if not isinstance(value, str) or _DECIMAL.fullmatch(value) is None:
-        raise TermsError(f"{what} must be a decimal string of base units")
-    amount = int(value)
-    if amount > MAX_AMOUNT:
-        raise TermsError(f"{what} exceeds uint128")
+    amount = decimal_amount(value)
+    if amount is None:
+        raise TermsError(f"{what} must be a decimal string of base units in uint128")
     return amount
 
 

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Final
 from coincurve import PrivateKey, PublicKey
 from eth_hash.auto import keccak
 
+from mpp.core.amounts import MAX_AMOUNT
 from mpp.core.errors import InvalidSignature, MalformedCredential, SignerMismatch
 
 if TYPE_CHECKING:
@@ -41,7 +42,6 @@ __all__ = [
 
 DEFAULT_DOMAIN_NAME: Final = "Tempo Stream Channel"
 DOMAIN_VERSION: Final = "1"
-MAX_AMOUNT: Final = 2**128 - 1  # uint128 (SES-24)
 SECP256K1_N: Final = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
 SECP256K1_HALF_N: Final = SECP256K1_N // 2
 

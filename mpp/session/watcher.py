@@ -31,6 +31,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from types import TracebackType
 
+from mpp.core.amounts import decimal_amount
 from mpp.core.errors import ChannelNotFound, PaymentError
 from mpp.session.engine import SessionServer
 from mpp.session.ports import ChannelEvent
@@ -219,4 +220,4 @@ class ChainWatcher:
 
     def _cursor(self, escrow: str) -> int | None:
         value = self.server.store.get_meta(self._key(escrow))
-        return int(value) if value is not None and value.isascii() and value.isdigit() else None
+        return decimal_amount(value)

@@ -10,10 +10,8 @@ import weakref
 from collections.abc import Callable
 from typing import Generic, TypeVar
 
+from mpp.core.amounts import MAX_AMOUNT  # uint128: anything outside is a bug upstream
 from mpp.session.ports import ChannelState, Mutation, VoucherRecord
-
-# Amounts are uint128 on chain; anything outside this range is a bug upstream, not data to store.
-MAX_AMOUNT = (1 << 128) - 1
 
 C = TypeVar("C")
 

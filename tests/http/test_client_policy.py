@@ -10,6 +10,7 @@ nothing beyond what was delivered plus its lookahead window plus one unit.
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -84,9 +85,10 @@ class Liar:
             if self.mode == "recipient-change":
                 return self.challenge(OTHER)  # "retry, but pay someone else"
         signed = int(payload["cumulativeAmount"])
+        spent = "\u00b2" if self.mode == "unicode-receipt" else "0"  # "²": str.isdigit is True
         receipt = Receipt.success(
             method="tempo", reference=cid, timestamp=datetime.now(UTC), intent="session",
-            channelId=cid, challengeId="x", acceptedCumulative=str(signed), spent="0",
+            channelId=cid, challengeId="x", acceptedCumulative=str(signed), spent=spent,
         ).to_header()  # fmt: skip
         return StreamingResponse(
             self.stream(cid),
@@ -99,9 +101,11 @@ class Liar:
             yield f'data: {{"token": {i}}}\n\n'.encode()
         asks = 300 if self.mode == "endless" else 1
         for _ in range(asks):
-            required = DEPOSIT if self.mode == "whole-deposit" else 3 * PRICE
+            required = str(DEPOSIT if self.mode == "whole-deposit" else 3 * PRICE)
+            if self.mode == "unicode-need":
+                required = "\uff13\uff10"  # fullwidth "30"
             event = {
-                "channelId": cid, "requiredCumulative": str(required),
+                "channelId": cid, "requiredCumulative": required,
                 "acceptedCumulative": str(PRICE), "deposit": str(DEPOSIT),
             }  # fmt: skip
             yield f"event: payment-need-voucher\ndata: {json.dumps(event)}\n\n".encode()
@@ -180,3 +184,38 @@ def test_core_39_recipient_change_on_retry_is_declined(
     assert server.opens == 1  # one open for PAYEE; nothing for OTHER
     payees = {r.payee for r in auth.payer.records.all()}  # type: ignore[attr-defined]
     assert payees == {PAYEE}
+
+
+@pytest.mark.parametrize("liar", ["unicode-receipt"], indirect=True)
+def test_ses_24_unicode_digits_in_a_receipt_are_rejected(
+    liar: tuple[Liar, str], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """SES-24 (amounts are ASCII decimal strings): "²" passes str.isdigit. The client rejects
+    the receipt (logged, not recorded) instead of raising a bare ValueError, and the caller
+    still reads its stream."""
+    _, url = liar
+    auth = _auth(tmp_path)
+    with caplog.at_level(logging.WARNING, logger="mpp.http"):
+        with httpx.Client(auth=auth, timeout=10) as client:
+            with client.stream("POST", url + "/chat", json={}) as r:
+                lines = [line for line in r.iter_lines() if line]
+    assert any("token" in line for line in lines)
+    assert "receipt rejected" in caplog.text
+    assert all(rec.spent == 0 for rec in auth.payer.records.all())  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("liar", ["unicode-need"], indirect=True)
+def test_ses_24_fullwidth_digits_in_a_need_voucher_sign_nothing(
+    liar: tuple[Liar, str], tmp_path: Path
+) -> None:
+    """A need-voucher asking for fullwidth "３０" is malformed: ignored (logged), nothing signed
+    for it, and the stream the caller reads ends normally."""
+    server, url = liar
+    auth = _auth(tmp_path)
+    with httpx.Client(auth=auth, timeout=10) as client:
+        with client.stream("POST", url + "/chat", json={}) as r:
+            lines = [line for line in r.iter_lines() if line]
+    assert any("token" in line for line in lines)
+    # Only the prepay-ahead voucher (within delivered 2 + one unit + the window), nothing for it.
+    assert all(v <= 3 * PRICE + 2 * 4 * PRICE for v in server.vouchers)
+    assert len(server.vouchers) <= 1
