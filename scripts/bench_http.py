@@ -102,7 +102,7 @@ def serve() -> int:
     devnet = Devnet(None, cfg["rpc"], 0, cfg["chain_id"], None, escrow=cfg["escrow"])  # type: ignore[arg-type]
     env = Env(devnet, cfg["payer_key"], cfg["payee_key"], Path(cfg["tmp"]))
     routes = [Route("/stream", UNIT), Route("/flat", FLAT)]
-    gate = PaymentGate(env.engine(), env.issuer(), routes, authorize=api_key_ok, voucher_rate=None)
+    gate = PaymentGate(env.engine(), env.issuer(), routes, authorize=api_key_ok, failure_rate=None)
     timings: list[tuple[int, float]] = []
     config = uvicorn.Config(
         app(gate, timings), host="127.0.0.1", port=cfg["port"], log_level="warning", lifespan="off"

@@ -84,7 +84,7 @@ def main() -> None:
         settings = InferenceSettings(
             registry=Registry([EmbeddedProvider("local", [MODEL], Price(100, 200))]),
             api_keys=frozenset({KEY}),
-            payment=PaymentConfig(engine, issuer, voucher_rate=None),
+            payment=PaymentConfig(engine, issuer, failure_rate=None),
         )
         payer = Payer(
             "0x" + payer_account.key.hex(),

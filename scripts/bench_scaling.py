@@ -134,7 +134,7 @@ def serve() -> int:
         issuer,
         [Route("/stream", price)],
         authorize=api_key,
-        voucher_rate=None,
+        failure_rate=None,
     )
     paid_app = PaymentMiddleware(stream_app, gate, reserve_units=PREPAY)
 

@@ -277,7 +277,9 @@ class PaymentMiddleware:
             return
         method = str(scope.get("method", "GET")).upper()
         headers = [(k.decode("latin-1").lower(), v.decode("latin-1")) for k, v in scope["headers"]]
-        info = RequestInfo(method, scope.get("path", ""), headers, body)
+        client = scope.get("client")
+        peer = str(client[0]) if client else ""
+        info = RequestInfo(method, scope.get("path", ""), headers, body, peer)
         receive = replay_body(body, receive)
         pending = self.gate.prepare(route, info)
         if pending is None:  # let through unpaid: a Meter that never charges, never emits

@@ -1,4 +1,4 @@
-"""Per-key token buckets: voucher submissions per channel (SES-42: ≤ 10/s → 429 + Retry-After).
+"""Per-key token buckets: failed payment credentials per peer (SES-42 as decided: 429).
 
 In-process and in-memory; with several server processes each enforces its own share.
 """

@@ -2,9 +2,12 @@
 
 Two steps so an async server keeps its event loop free: `prepare()` is cheap and I/O-free
 (route lookup, CORE-24 single credential, codec, HMAC binding + route check CORE-17/20, body
-digest CORE-13, per-channel voucher rate limit SES-42) and `execute()` calls the synchronous
-session engine (run it in a worker thread). Every protocol decision on a payload is the
-engine's (mpp.session); this module only maps its results and errors onto HTTP answers.
+digest CORE-13) and `execute()` calls the synchronous session engine (run it in a worker
+thread). Rate limits (SES-42, decided differently here) apply to credentials that FAIL, per
+peer address: a voucher that advances a valid channel is never limited, and a stranger who
+knows a channel id cannot spend its payer's budget by sending garbage for it. Every protocol
+decision on a payload is the engine's (mpp.session); this module only maps its results and
+errors onto HTTP answers.
 A fixed price is a reservation (`SessionServer.charge(reserve=True)`): committed when a 2xx
 starts, released (`SessionServer.release`) otherwise. An `Idempotency-Key` is reserved in the
 Store before any charge (mpp.http.idempotency).
@@ -26,12 +29,17 @@ from mpp.core.challenge import Challenge
 from mpp.core.credential import Credential, parse_credential
 from mpp.core.digest import check_content_digest, content_digest
 from mpp.core.errors import (
+    ChannelNotFound,
+    CredentialTooLarge,
     InvalidChallenge,
+    InvalidSignature,
     MalformedCredential,
     MethodUnsupported,
+    MultipleCredentials,
     PaymentError,
     PolicyDenied,
     RateLimited,
+    SignerMismatch,
     VerificationFailed,
 )
 from mpp.core.http import NO_STORE, receipt_cache_control, select_payment_credential
@@ -53,6 +61,22 @@ log = logging.getLogger(__name__)
 METHOD, INTENT = "tempo", "session"
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 Headers = Sequence[tuple[str, str]]  # lowercase names
+
+
+# What a stranger can send at will: malformed, unbound, unsigned or wrongly signed credentials
+# and unknown channels. Not counted: stale vouchers and closed channels (a paying client's
+# pipelined vouchers produce those), the server's own troubles (503), policy refusals.
+_FAILURES = (
+    MalformedCredential,
+    InvalidChallenge,
+    MethodUnsupported,
+    MultipleCredentials,
+    CredentialTooLarge,
+    InvalidSignature,
+    SignerMismatch,
+    ChannelNotFound,
+    VerificationFailed,
+)
 
 
 @dataclass(frozen=True)
@@ -89,6 +113,7 @@ class RequestInfo:
     path: str
     headers: Headers
     body: bytes
+    peer: str = ""  # the client's address (the failure rate limit's key)
 
     def header(self, name: str) -> str | None:
         for k, v in self.headers:
@@ -175,7 +200,7 @@ class PaymentGate:
         *,
         authorize: Callable[[RequestInfo], bool] | None = None,
         policy: Callable[[RequestInfo, SessionResult], bool] | None = None,
-        voucher_rate: float | None = 10.0,
+        failure_rate: float | None = 10.0,  # failed credentials per second and peer
         retry_after: int = 1,
         clock: Callable[[], float] = time.time,
     ) -> None:
@@ -186,7 +211,7 @@ class PaymentGate:
         self.routes = list(routes)
         self.authorize = authorize
         self.policy = policy
-        self.limiter = RateLimiter(voucher_rate) if voucher_rate else None
+        self.limiter = RateLimiter(failure_rate) if failure_rate else None
         self.retry_after = retry_after
         self.idempotency = IdempotencyCache(engine.store)
         self._clock = clock
@@ -236,6 +261,17 @@ class PaymentGate:
         resp = error_response(exc, fresh, retry_after=retry, instance=info.path)
         return _answer(resp)
 
+    def refuse(self, exc: PaymentError, route: Route, info: RequestInfo) -> Answer:
+        """The answer to a credential that failed. Failures of verification count against the
+        sending peer; past its rate the peer gets 429 + Retry-After. Nothing that succeeds is
+        counted, so a paying client is never slowed by what others send."""
+        if self.limiter is not None and isinstance(exc, _FAILURES):
+            wait = self.limiter.acquire(info.peer)
+            if wait > 0:
+                retry = RateLimiter.retry_after(wait)
+                exc = RateLimited("too many failed payment credentials", retryAfter=retry)
+        return self.error(exc, route, info)
+
     def payment_required(self, route: Route, info: RequestInfo) -> Answer:
         resp = payment_required([self.challenge(route, info)], retry_after=self.retry_after)
         return _answer(resp)
@@ -252,7 +288,7 @@ class PaymentGate:
                 return self.payment_required(route, info)
             return self._bind(route, info, parse_credential(raw))
         except PaymentError as exc:
-            return self.error(exc, route, info)
+            return self.refuse(exc, route, info)
 
     def _bind(self, route: Route, info: RequestInfo, cred: Credential) -> Pending:
         echo = cred.challenge
@@ -278,11 +314,6 @@ class PaymentGate:
         if not management and echo.digest is not None:
             if not check_content_digest(echo.digest, info.body):  # CORE-13
                 raise VerificationFailed("request body does not match the challenge digest")
-        if action == "voucher" and self.limiter is not None:
-            wait = self.limiter.acquire(cid.lower())
-            if wait > 0:
-                retry = RateLimiter.retry_after(wait)
-                raise RateLimited("too many vouchers for this channel", retryAfter=retry)
         return Pending(route, terms, cred, cid.lower(), action, management)
 
     # --- step 2: the engine (blocking; run in a worker thread) ----------------------------------
@@ -345,10 +376,10 @@ class PaymentGate:
                 raise
             return paid
         except PaymentError as exc:
-            return self.error(exc, route, info)
+            return self.refuse(exc, route, info)
         except (ValueError, TypeError, KeyError) as exc:
             log.info("rejected payment credential: %s", type(exc).__name__)
-            return self.error(MalformedCredential("payment credential rejected"), route, info)
+            return self.refuse(MalformedCredential("payment credential rejected"), route, info)
 
     def _give_back(self, paid: Paid) -> None:
         """Release what was reserved with the voucher for a request that will not be served."""

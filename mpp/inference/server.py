@@ -336,7 +336,7 @@ def create_app(settings: InferenceSettings) -> ASGIApp:
             description="chat completion tokens",
         )
         gate = PaymentGate(
-            pay.engine, pay.issuer, {CHAT_PATH: price}, voucher_rate=pay.voucher_rate
+            pay.engine, pay.issuer, {CHAT_PATH: price}, failure_rate=pay.failure_rate
         )
         paid = PaymentMiddleware(
             inner,

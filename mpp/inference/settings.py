@@ -36,7 +36,7 @@ class PaymentConfig:
     issuer: ChallengeIssuer
     voucher_timeout: float = 60.0
     reserve_units: int = 32
-    voucher_rate: float | None = 10.0
+    failure_rate: float | None = 10.0
     # Paused streams; the chain watcher wakes them from its thread (`waiters.wake`).
     waiters: VoucherWaiters = field(default_factory=VoucherWaiters)
 

@@ -61,7 +61,7 @@ def build_app(config: dict[str, Any]) -> tuple[Any, SessionServer]:
         config["secret"], realm=config.get("realm", "faults.local"), clock=_utcnow
     )
     route = Route("/stream", Price(amount=price, unit_type="token", suggested_deposit=deposit))
-    gate = PaymentGate(engine, issuer, [route], voucher_rate=config.get("voucher_rate"))
+    gate = PaymentGate(engine, issuer, [route], failure_rate=config.get("failure_rate"))
     default_tokens = int(config.get("tokens", 5))
     delay = float(config.get("token_delay", 0.0))
 

@@ -201,7 +201,7 @@ def _build(devnet: Devnet, tmp: Path) -> Stack:
         Route("/paid", Price(amount=5, description="five")),
         Route("/stream", Price(amount=1, unit_type="llm_token", suggested_deposit=DEPOSIT)),
     ]
-    gate = PaymentGate(engine, issuer, routes, voucher_rate=None)
+    gate = PaymentGate(engine, issuer, routes, failure_rate=None)
     app = PaymentMiddleware(_app, gate, voucher_timeout=0.2, reserve_units=2)
     cid, _ = devnet.chain(payer_key).open_channel(
         devnet.escrow, token=TOKEN, payee=payee.address, deposit=DEPOSIT

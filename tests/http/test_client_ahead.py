@@ -285,7 +285,7 @@ def test_ses_27_first_ever_json_request_tops_up_the_channel_it_opened(env: Env) 
     the retry used to open a second channel (the first was still "pending") and got 402
     again. Now it vouchers the channel it just opened."""
     seen = Seen()
-    gate = PaymentGate(env.engine(), env.issuer(), [Route("/json", PER_TOKEN)], voucher_rate=None)
+    gate = PaymentGate(env.engine(), env.issuer(), [Route("/json", PER_TOKEN)], failure_rate=None)
     server = ServerThread(spy(json_metered_app(gate, 30), seen)).start()
     try:
         payer = env.payer_for()
@@ -338,7 +338,7 @@ async def test_ses_31_prepay_vouchers_keep_a_slow_stream_flowing(env: Env, mode:
     need-voucher pause (the first prepay voucher goes out right after the headers)."""
     seen = Seen()
     price = Price(amount=10, unit_type="llm_token", suggested_deposit=2_000)
-    gate = PaymentGate(env.engine(), env.issuer(), [Route("/s", price)], voucher_rate=None)
+    gate = PaymentGate(env.engine(), env.issuer(), [Route("/s", price)], failure_rate=None)
     server = ServerThread(spy(slow_stream_app(gate, 0.002), seen)).start()
     url = server.url + "/s?n=600"
     try:
@@ -365,7 +365,7 @@ async def test_ses_31_fast_stream_pipelines_vouchers_and_ends_exact(env: Env) ->
     """A stream faster than the voucher round trip: several vouchers on the wire, out-of-order
     stale answers are harmless, every unit is delivered and charged once."""
     seen = Seen()
-    gate = PaymentGate(env.engine(), env.issuer(), [Route("/s", PER_TOKEN)], voucher_rate=None)
+    gate = PaymentGate(env.engine(), env.issuer(), [Route("/s", PER_TOKEN)], failure_rate=None)
     server = ServerThread(spy(slow_stream_app(gate, 0), seen)).start()
     try:
         auth = PaymentAuth(env.payer_for(), allow_insecure=True, deposit=100_000, prepay_units=20)

@@ -89,7 +89,7 @@ def paid(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Paid]:
         settings = InferenceSettings(
             registry=Registry([EmbeddedProvider("local", [MODEL], PRICE, model=glass)]),
             api_keys=frozenset({KEY}),
-            payment=PaymentConfig(engine, issuer, voucher_timeout=20, voucher_rate=None),
+            payment=PaymentConfig(engine, issuer, voucher_timeout=20, failure_rate=None),
             suggested_deposit_units=5_000,
         )
         assert settings.effective_unit_price == UNIT_PRICE
