@@ -310,7 +310,8 @@ class PaymentGate:
             raise MalformedCredential("payload needs action and channelId")
         body_less = not info.body and info.method in ("HEAD", "POST")
         management = info.method == "HEAD" or action in ("topUp", "close")
-        management = management or (body_less and action == "voucher")
+        # A bodyless POST carries no request to serve: open and voucher are management too.
+        management = management or (body_less and action in ("open", "voucher"))
         if not management and echo.digest is not None:
             if not check_content_digest(echo.digest, info.body):  # CORE-13
                 raise VerificationFailed("request body does not match the challenge digest")

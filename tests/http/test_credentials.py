@@ -24,6 +24,7 @@ from mpp.core.errors import InsecureTransport
 from mpp.core.receipt import parse_receipt
 from mpp.http import RECEIPTS_KEY, PaymentAuth
 from mpp.session.policy import PolicyViolation, SpendingPolicy
+from mpp.session.terms import SessionTerms
 from mpp.session.voucher import sign_voucher
 from tests.http.support import Counters, Env, ServerThread, starlette_app
 
@@ -155,6 +156,27 @@ def test_ses_34_head_voucher_tops_up_balance(h: Harness) -> None:
     again = h.send("GET", "/fixed", ch, h.voucher(cid, 4_500))  # the balance pays
     assert again.status_code == 200
     assert parse_receipt(again.headers["payment-receipt"]).to_json()["spent"] == "2000"
+
+
+@pytest.mark.parametrize("method", ["POST", "HEAD"])
+def test_amb_15_bodyless_open_then_close_are_management(h: Harness, method: str) -> None:
+    """AMB-15: an `open` credential on a bodyless POST or a HEAD opens the channel and answers
+    200 with an empty body and a receipt (no handler call, no 500, no wait for a voucher); a
+    bodyless close then closes it the same way."""
+    ch = h.challenge()
+    payer = h.env.payer_for(name=f"open-{method}.db")
+    payload = payer.open_payload(SessionTerms.from_request(ch.request), 10_000)
+    r = h.send(method, "/fixed", ch, payload)
+    assert r.status_code == 200 and r.content == b""
+    receipt = parse_receipt(r.headers["payment-receipt"]).to_json()
+    assert receipt["channelId"] == payload["channelId"] and receipt["spent"] == "0"
+    assert h.counters.calls.get("/fixed") is None
+    state = h.env.engine().store.get(payload["channelId"])
+    assert state is not None and state.deposit == 10_000
+    close = h.send(method, "/fixed", h.challenge(), payer.close_payload(payload["channelId"], 0))
+    assert close.status_code == 200 and close.content == b""
+    final = h.env.engine().store.get(payload["channelId"])
+    assert final is not None and final.finalized and final.settled == 0
 
 
 def test_core_47_ses_29_idempotent_replay(h: Harness) -> None:

@@ -18,6 +18,7 @@ from eth_account import Account
 from mpp.chain.devnet import Devnet, DevnetError
 from mpp.core.binding import ChallengeIssuer
 from mpp.core.challenge import parse_challenges
+from mpp.core.credential import Credential
 from mpp.core.receipt import parse_receipt
 from mpp.http import PaymentAuth
 from mpp.inference import (
@@ -215,3 +216,18 @@ def test_openai_sdk_through_paying_http_client(paid: Paid) -> None:
     assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens == 9
     assert auth.receipts and auth.receipts[-1]["units"] == paid.units(9)
     assert Account  # the payer key never leaves the Payer
+
+
+def test_amb_15_bodyless_open_post_is_management_not_500(paid: Paid) -> None:
+    """A bodyless POST carrying an `open` credential opens the channel and answers 200 with a
+    receipt and no body (it used to answer 500 after the channel was opened and stored)."""
+    first = httpx.post(f"{paid.url}/v1/chat/completions", json=chat_body())
+    assert first.status_code == 402
+    (challenge,) = parse_challenges(first.headers.get_list("www-authenticate"))
+    payload = paid.payer("bodyless").open_payload(SessionTerms.from_request(challenge.request))
+    auth = Credential(challenge, payload).to_header()
+    r = httpx.post(f"{paid.url}/v1/chat/completions", headers={"Authorization": auth})
+    assert r.status_code == 200 and r.content == b""
+    assert (
+        parse_receipt(r.headers["payment-receipt"]).to_json()["channelId"] == payload["channelId"]
+    )
