@@ -216,3 +216,49 @@ def test_ses_40_mppx_voucher_for_unknown_channel_gets_410(
     assert answer.headers["content-type"] == "application/problem+json"
     assert answer.json()["type"].endswith("session/channel-not-found")
     assert parse_challenge(answer.headers.get_list("www-authenticate")).method == "tempo"
+
+
+@pytest.mark.timeout(180)
+def test_ses_42_mppx_streams_240_tokens_with_a_voucher_per_chunk(
+    devnet_clean: Devnet, payee: LocalAccount, payer: LocalAccount, tmp_path: Path
+) -> None:
+    """SES-42 as decided: the TypeScript client answering one need-voucher per token (reserve 1,
+    no pacing) streams 240 tokens to the end with the default failure rate limit on. The old
+    per-channel voucher limit (10/s) answered its 13th voucher with 429 and the stream died."""
+    tokens = 240
+    config = {
+        "rpc_url": devnet_clean.rpc_url,
+        "chain_id": devnet_clean.chain_id,
+        "escrow": devnet_clean.escrow,
+        "token": devnet_clean.token,
+        "payee_key": "0x" + bytes(payee.key).hex(),
+        "db": str(tmp_path / "server.db"),
+        "secret": "e2e-secret-0123456789abcdef-0123456789",
+        "price": PRICE,
+        "suggested_deposit": 10 * tokens * PRICE,
+        "tokens": tokens,
+        "voucher_timeout": 20.0,
+        "reserve_units": 1,
+        "failure_rate": 10.0,  # PaymentGate's default
+    }
+    with ServerProcess(config) as server:
+        server.start()
+        events = run_mppx_client(
+            {
+                "url": server.url,
+                "rpcUrl": devnet_clean.rpc_url,
+                "privateKey": "0x" + bytes(payer.key).hex(),
+                "chainId": devnet_clean.chain_id,
+                "maxDeposit": "1",
+            },
+            timeout=150,
+        )
+        messages = [e["data"] for e in events if e["kind"] == "message"]
+        assert messages == [f"tok-{i}" for i in range(tokens)]
+        requests = [e for e in events if e["kind"] == "request"]
+        assert all(r["status"] != 429 for r in requests)
+        vouchers = [r for r in requests if r["action"] == "voucher" and r["method"] == "POST"]
+        assert len(vouchers) >= 100  # really one per chunk, far above 10/s
+        cid = next(e for e in events if e["kind"] == "close")["channelId"]
+        state = SqliteStore(config["db"]).get(cid)
+        assert state is not None and state.finalized and state.spent == tokens * PRICE
