@@ -378,9 +378,11 @@ class PaymentGate:
             return paid
         except PaymentError as exc:
             return self.refuse(exc, route, info)
-        except (ValueError, TypeError, KeyError) as exc:
-            log.info("rejected payment credential: %s", type(exc).__name__)
-            return self.refuse(MalformedCredential("payment credential rejected"), route, info)
+        except (ValueError, TypeError, KeyError):
+            # Hostile input is answered with typed PaymentErrors by the codec and the engine;
+            # anything else is our bug: logged with its traceback, answered 500, not 402.
+            log.exception("payment credential handling failed")
+            return _plain_problem(500, "internal error while handling the payment", info)
 
     def _give_back(self, paid: Paid) -> None:
         """Release what was reserved with the voucher for a request that will not be served."""
@@ -453,8 +455,9 @@ class PaymentGate:
 def _plain_problem(
     status: int, detail: str, info: RequestInfo, *, retry_after: int | None = None
 ) -> Answer:
-    """A non-payment problem (RFC 9457 `about:blank`): idempotency conflicts (409/422)."""
-    title = {409: "Conflict", 422: "Unprocessable Content"}[status]
+    """A non-payment problem (RFC 9457 `about:blank`): idempotency conflicts (409/422), our own
+    failures (500)."""
+    title = {409: "Conflict", 422: "Unprocessable Content", 500: "Internal Server Error"}[status]
     body = json.dumps(
         {"type": "about:blank", "title": title, "status": status, "detail": detail,
          "instance": info.path},

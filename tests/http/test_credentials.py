@@ -254,3 +254,33 @@ def test_core_42_client_refuses_plain_http_and_core_39_policy(h: Harness) -> Non
         with pytest.raises(PolicyViolation):
             client.get(h.url + "/fixed")  # 1000 per request > 10: nothing signed
     assert h.counters.calls.get("/fixed") is None
+
+
+def test_an_engine_bug_is_a_logged_500_not_a_402(
+    env: Env, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A defect behind a valid credential (here: the store raising KeyError, as a buggy adapter
+    would) is logged with its traceback and answered 500 problem+json; it used to be reported
+    to the payer as a 402 "malformed credential"."""
+    gate = env.gate()
+    server = ServerThread(starlette_app(gate, Counters())).start()
+    try:
+        payer = env.payer_for(name="bug.db")
+        with httpx.Client(auth=PaymentAuth(payer, allow_insecure=True, deposit=5_000)) as client:
+            assert client.get(server.url + "/fixed").status_code == 200
+            cid = payer.records.all()[0].channel_id  # type: ignore[attr-defined]
+
+            def broken(*args: Any, **kwargs: Any) -> Any:
+                raise KeyError("a bug")
+
+            monkeypatch.setattr(gate.engine.store, "update", broken)
+            ch = parse_challenges(
+                httpx.get(server.url + "/fixed").headers.get_list("www-authenticate")
+            )[0]
+            auth = Credential(ch, payer.voucher_payload(cid, 3_000)).to_header()
+            r = httpx.get(server.url + "/fixed", headers={"Authorization": auth})
+        assert r.status_code == 500
+        assert r.headers["content-type"] == "application/problem+json"
+        assert "payment credential handling failed" in caplog.text and "KeyError" in caplog.text
+    finally:
+        server.stop()
