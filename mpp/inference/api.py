@@ -144,7 +144,7 @@ class ChatCompletionRequest(BaseModel):
 
     model: Annotated[StrictStr, Field(min_length=1, max_length=256)]
     messages: Annotated[list[ChatMessage], Field(min_length=1, max_length=1024)]
-    stream: StrictBool = True
+    stream: StrictBool | None = None  # omitted: see `streams`
     max_tokens: Annotated[StrictInt, Field(ge=1, le=DEFAULT_MAX_TOKENS)] = DEFAULT_MAX_TOKENS
     temperature: Annotated[Number, Field(ge=0, le=2)] = 1
     top_p: Annotated[Number, Field(gt=0, le=1)] | None = None
@@ -237,6 +237,19 @@ def _from_validation(exc: ValidationError) -> APIError:
     if code and param in _NUMBERS:
         message = "Input should be a number"
     return APIError.bad_request(f"Invalid value for '{param}': {message}", param, code)
+
+
+def streams(req: ChatCompletionRequest, accept: str | None) -> bool:
+    """Whether to answer with SSE. An explicit `stream` decides. When it is omitted, the seed
+    platform streams, but the openai SDK (and any JSON-only client) expects a JSON body unless
+    it asked for a stream. So an omitted `stream` streams unless the request's Accept header
+    names `application/json` and not `text/event-stream`."""
+    if req.stream is not None:
+        return req.stream
+    if not accept:
+        return True
+    media = {part.split(";")[0].strip().lower() for part in accept.split(",")}
+    return "text/event-stream" in media or "application/json" not in media
 
 
 def parse_request(body: bytes) -> ChatCompletionRequest:

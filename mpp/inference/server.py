@@ -41,7 +41,13 @@ from mpp.http.asgi import (
 )
 from mpp.http.asgi_body import read_body, replay_body
 from mpp.http.server_core import PaymentGate, Price
-from mpp.inference.api import MAX_BODY_BYTES, APIError, ChatCompletionRequest, parse_request
+from mpp.inference.api import (
+    MAX_BODY_BYTES,
+    APIError,
+    ChatCompletionRequest,
+    parse_request,
+    streams,
+)
 from mpp.inference.chunks import DONE, ChunkWriter, Usage, completion_body
 from mpp.inference.completion import Delta, Done, Failed, Stopped, charge_prompt, run, start
 from mpp.inference.pricing import UnitCursor
@@ -107,7 +113,8 @@ class _Service:
     async def chat(self, request: Request) -> Response:
         try:
             req, entries = request.scope[_PLANNED]
-            return await self._chat(req, entries, get_meter(request))
+            stream = streams(req, request.headers.get("accept"))
+            return await self._chat(req, entries, get_meter(request), stream)
         except APIError as err:
             return error_response(err)
         except Exception:  # never a traceback to the peer
@@ -115,7 +122,7 @@ class _Service:
             return error_response(APIError(500, "Internal error.", type="api_error"))
 
     async def _chat(
-        self, req: ChatCompletionRequest, entries: list[ProviderEntry], meter: Meter
+        self, req: ChatCompletionRequest, entries: list[ProviderEntry], meter: Meter, stream: bool
     ) -> Response:
         attempt = await start(entries, params_of(req), req.timeout_ms / 1000)
         cursor = UnitCursor(attempt.entry.provider.price, self.settings.effective_unit_price)
@@ -129,7 +136,7 @@ class _Service:
             "x-mpp-provider": attempt.entry.name,
             UNIT_PRICE_HEADER: str(self.settings.effective_unit_price),
         }
-        if req.stream:
+        if stream:
             headers["cache-control"] = "no-cache"
             return StreamingResponse(
                 _sse(writer, outcomes), media_type="text/event-stream", headers=headers

@@ -231,3 +231,19 @@ def test_amb_15_bodyless_open_post_is_management_not_500(paid: Paid) -> None:
     assert (
         parse_receipt(r.headers["payment-receipt"]).to_json()["channelId"] == payload["channelId"]
     )
+
+
+def test_openai_sdk_with_stream_omitted_gets_json(paid: Paid) -> None:
+    """Decided: an omitted `stream` is answered with JSON when the request accepts JSON and not
+    SSE (the openai SDK sends `Accept: application/json`), so `create()` without `stream`
+    returns a ChatCompletion, not a string. Without such an Accept header it still streams."""
+    messages = [{"role": "user", "content": PROMPT}]
+    with openai.OpenAI(base_url=f"{paid.url}/v1", api_key=KEY) as sdk:
+        completion = sdk.chat.completions.create(model=MODEL, messages=messages, max_tokens=5)  # type: ignore[arg-type]
+    assert completion.object == "chat.completion"
+    assert completion.usage is not None and completion.usage.completion_tokens == 5
+    body = {k: v for k, v in chat_body(max_tokens=3).items() if k != "stream"}
+    sse = httpx.post(
+        f"{paid.url}/v1/chat/completions", json=body, headers={"Authorization": f"Bearer {KEY}"}
+    )
+    assert sse.headers["content-type"].startswith("text/event-stream")
