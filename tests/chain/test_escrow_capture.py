@@ -9,7 +9,6 @@ fee is read from the receipt (`fee_paid`).
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import pytest
@@ -18,32 +17,11 @@ from pytempo import Call
 
 from mpp.chain import escrow as esc
 from mpp.chain.devnet import Devnet
-from mpp.chain.web3chain import PATH_USD, FeePayment, Web3Chain, fee_paid
+from mpp.chain.web3chain import PATH_USD
 from mpp.core import errors
 from mpp.session.ports import TxReceipt
 from mpp.session.voucher import sign_voucher
-
-DEPOSIT = 1_000_000  # 1 pathUSD
-
-
-def salt() -> str:
-    return "0x" + os.urandom(32).hex()
-
-
-def fee(receipt: TxReceipt, who: LocalAccount) -> int:
-    paid = fee_paid(receipt)
-    assert isinstance(paid, FeePayment)
-    assert paid.payer == who.address.lower() and paid.token == PATH_USD
-    return paid.amount
-
-
-def balance(devnet: Devnet, who: LocalAccount | str) -> int:
-    address = who if isinstance(who, str) else who.address
-    return devnet.chain().balance_of(PATH_USD, address)
-
-
-def chain_of(devnet: Devnet, who: LocalAccount) -> Web3Chain:
-    return devnet.chain(who, fee_token=PATH_USD)
+from tests.chain.test_escrow_onchain import DEPOSIT, balance, chain_of, fee, salt
 
 
 def events(devnet: Devnet, receipt: TxReceipt) -> list[esc.EscrowEvent]:

@@ -75,6 +75,12 @@ def _chat(url: str, payer: Payer, max_tokens: int = 40) -> Any:
         return chat.complete("Tell me a story.", max_tokens=max_tokens)
 
 
+def _served(devnet: Devnet, account: LocalAccount, tmp: Path, server: MppServe) -> tuple[str, int]:
+    """One paid completion on a new channel: (channel id, what was delivered)."""
+    stream = _chat(server.url, _payer(devnet, account, tmp))
+    return str(stream.receipts[-1]["channelId"]), int(stream.receipts[-1]["spent"])
+
+
 def _spent(server: MppServe, cid: str) -> int:
     store = SqliteStore(str(server.store))
     try:
@@ -102,10 +108,7 @@ def test_ses_38_request_close_while_serving_settles_exactly_spent(
     devnet_clean: Devnet, payer: LocalAccount, tmp_path: Path, serve: Callable[..., MppServe]
 ) -> None:
     server = serve().start()
-    client = _payer(devnet_clean, payer, tmp_path)
-    stream = _chat(server.url, client)
-    cid = str(stream.receipts[-1]["channelId"])
-    delivered = int(stream.receipts[-1]["spent"])
+    cid, delivered = _served(devnet_clean, payer, tmp_path, server)
     assert delivered > 0
     requested_at = time.monotonic()
     payer_chain = devnet_clean.chain(_key(payer), fee_token=PATH_USD)
@@ -125,10 +128,7 @@ def test_ses_43_request_close_while_down_then_restart_catches_up(
     devnet_clean: Devnet, payer: LocalAccount, tmp_path: Path, serve: Callable[..., MppServe]
 ) -> None:
     server = serve().start()
-    client = _payer(devnet_clean, payer, tmp_path)
-    stream = _chat(server.url, client)
-    cid = str(stream.receipts[-1]["channelId"])
-    delivered = int(stream.receipts[-1]["spent"])
+    cid, delivered = _served(devnet_clean, payer, tmp_path, server)
     server.kill()  # SIGKILL: no shutdown work at all
     devnet_clean.chain(_key(payer), fee_token=PATH_USD).request_close(devnet_clean.escrow, cid)
     devnet_clean.increase_time(600)  # ten minutes of the grace period pass while down
@@ -144,10 +144,7 @@ def test_ses_38_rpc_down_during_grace_settles_when_it_returns(
     proxy = TcpProxy(devnet_clean.port)
     try:
         server = serve(rpc_url=proxy.url).start()
-        client = _payer(devnet_clean, payer, tmp_path)
-        stream = _chat(server.url, client)
-        cid = str(stream.receipts[-1]["channelId"])
-        delivered = int(stream.receipts[-1]["spent"])
+        cid, delivered = _served(devnet_clean, payer, tmp_path, server)
         proxy.down()
         devnet_clean.chain(_key(payer), fee_token=PATH_USD).request_close(devnet_clean.escrow, cid)
         time.sleep(3)  # the watcher fails and backs off meanwhile

@@ -57,15 +57,15 @@ def run_mppx_client(config: dict[str, Any], timeout: float = 90.0) -> list[dict[
     return events
 
 
-@pytest.fixture
-def server(devnet_clean: Devnet, payee: LocalAccount, tmp_path: Path) -> Iterator[ServerProcess]:
+def server_config(devnet: Devnet, payee: LocalAccount, tmp: Path, **extra: Any) -> dict[str, Any]:
+    """tests/faults/paid_server.py's config for these runs; `extra` overrides."""
     config = {
-        "rpc_url": devnet_clean.rpc_url,
-        "chain_id": devnet_clean.chain_id,
-        "escrow": devnet_clean.escrow,
-        "token": devnet_clean.token,
+        "rpc_url": devnet.rpc_url,
+        "chain_id": devnet.chain_id,
+        "escrow": devnet.escrow,
+        "token": devnet.token,
         "payee_key": "0x" + bytes(payee.key).hex(),
-        "db": str(tmp_path / "server.db"),
+        "db": str(tmp / "server.db"),
         "secret": "e2e-secret-0123456789abcdef-0123456789",
         "price": PRICE,
         "suggested_deposit": DEPOSIT,
@@ -73,6 +73,12 @@ def server(devnet_clean: Devnet, payee: LocalAccount, tmp_path: Path) -> Iterato
         "voucher_timeout": 20.0,
         "reserve_units": 1,
     }
+    return {**config, **extra}
+
+
+@pytest.fixture
+def server(devnet_clean: Devnet, payee: LocalAccount, tmp_path: Path) -> Iterator[ServerProcess]:
+    config = server_config(devnet_clean, payee, tmp_path)
     with ServerProcess(config) as proc:
         proc.start()
         yield proc
@@ -136,22 +142,9 @@ def test_ses_31_mppx_legacy_client_pays_our_server(
 def slow_server(
     devnet_clean: Devnet, payee: LocalAccount, tmp_path: Path
 ) -> Iterator[ServerProcess]:
-    config = {
-        "rpc_url": devnet_clean.rpc_url,
-        "chain_id": devnet_clean.chain_id,
-        "escrow": devnet_clean.escrow,
-        "token": devnet_clean.token,
-        "payee_key": "0x" + bytes(payee.key).hex(),
-        "db": str(tmp_path / "server.db"),
-        "secret": "e2e-secret-0123456789abcdef-0123456789",
-        "price": PRICE,
-        "suggested_deposit": DEPOSIT,
-        "tokens": 60,
-        "token_delay": 0.02,
-        "voucher_timeout": 20.0,
-        "reserve_units": 4,
-        "watch": True,
-    }
+    config = server_config(
+        devnet_clean, payee, tmp_path, tokens=60, token_delay=0.02, reserve_units=4, watch=True
+    )
     with ServerProcess(config) as proc:
         proc.start()
         yield proc
@@ -226,21 +219,10 @@ def test_ses_42_mppx_streams_240_tokens_with_a_voucher_per_chunk(
     no pacing) streams 240 tokens to the end with the default failure rate limit on. The old
     per-channel voucher limit (10/s) answered its 13th voucher with 429 and the stream died."""
     tokens = 240
-    config = {
-        "rpc_url": devnet_clean.rpc_url,
-        "chain_id": devnet_clean.chain_id,
-        "escrow": devnet_clean.escrow,
-        "token": devnet_clean.token,
-        "payee_key": "0x" + bytes(payee.key).hex(),
-        "db": str(tmp_path / "server.db"),
-        "secret": "e2e-secret-0123456789abcdef-0123456789",
-        "price": PRICE,
-        "suggested_deposit": 10 * tokens * PRICE,
-        "tokens": tokens,
-        "voucher_timeout": 20.0,
-        "reserve_units": 1,
-        "failure_rate": 10.0,  # PaymentGate's default
-    }
+    config = server_config(
+        devnet_clean, payee, tmp_path, suggested_deposit=10 * tokens * PRICE, tokens=tokens,
+        failure_rate=10.0,  # PaymentGate's default
+    )  # fmt: skip
     with ServerProcess(config) as server:
         server.start()
         events = run_mppx_client(
