@@ -65,6 +65,7 @@ from mpp.session.budget import StreamBudget
 from mpp.session.payer import Payer, PayerChannel, PayerError, ReceiptRejected
 from mpp.session.policy import PolicyViolation
 from mpp.session.terms import SessionTerms, TermsError
+from mpp.session.window import LeadWindow
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +88,7 @@ class PaymentAuth(httpx.Auth):
         *,
         allow_insecure: bool = False,
         deposit: int | None = None,
-        prepay_units: int = 0,
+        prepay_units: int | None = None,
         topup_amount: int | None = None,
         voucher_method: str = "POST",
         accept_payment: str = "tempo/session",
@@ -96,6 +97,8 @@ class PaymentAuth(httpx.Auth):
     ) -> None:
         if voucher_method not in ("POST", "HEAD"):
             raise ValueError("voucher_method must be POST or HEAD")
+        if prepay_units is not None and prepay_units < 0:
+            raise ValueError("prepay_units must be >= 0 (None: bandwidth x delay)")
         self.payer = payer
         self.allow_insecure = allow_insecure
         self.deposit = deposit
@@ -109,6 +112,8 @@ class PaymentAuth(httpx.Auth):
         self._lock = threading.Lock()
         self._challenges: dict[RouteKey, CachedChallenge] = {}
         self._no_head: set[RouteKey] = set()  # HEAD gave no usable challenge here
+        self._windows: dict[str, LeadWindow] = {}  # channel → its bandwidth × delay window
+        self._windows_lock = threading.Lock()
         self._sync_client: httpx.Client | None = None
         self._async_client: httpx.AsyncClient | None = None
 
@@ -174,6 +179,39 @@ class PaymentAuth(httpx.Auth):
             except StopIteration:
                 break
 
+    # --- the lookahead window (mpp.session.window) ----------------------------------------------
+
+    def _window(self, channel_id: str | None, terms: SessionTerms) -> LeadWindow | None:
+        """The channel's bandwidth × delay window; None with a fixed `prepay_units` or for a
+        fixed-price route (each request pays exactly its price on its own attempt)."""
+        if self.prepay_units is not None or terms.unit_type is None:
+            return None
+        policy = self.payer.policy
+        fresh = LeadWindow(policy.lead_units_cap(terms.amount), policy.max_lead_seconds)
+        if channel_id is None:
+            return fresh
+        with self._windows_lock:  # callers may hold self._lock
+            window = self._windows.get(channel_id)
+            if window is None:
+                if len(self._windows) >= MAX_CACHED:
+                    del self._windows[next(iter(self._windows))]
+                window = self._windows[channel_id] = fresh
+            window.resume(time.monotonic())
+        return window
+
+    def _lead(self, channel_id: str | None, terms: SessionTerms) -> int:
+        """Units to authorize beyond this request's first unit (0 for a fixed price)."""
+        if self.prepay_units is not None:
+            return self.prepay_units
+        window = self._window(channel_id, terms)
+        return 0 if window is None else window.units()
+
+    def lead_units(self, ex: PaidExchange) -> int:
+        """The lead a running stream keeps authorized ahead of delivery, in units."""
+        if self.prepay_units is not None:
+            return self.prepay_units
+        return 0 if ex.window is None else ex.window.units()
+
     # --- paying ahead with a cached challenge (AMB-05) ------------------------------------------
 
     def _cached_for(self, request: httpx.Request) -> CachedChallenge | None:
@@ -222,7 +260,8 @@ class PaymentAuth(httpx.Auth):
             if rec is None:
                 return None
             spent = max(rec.spent, rec.settled)
-            target = min(spent + cost + self.prepay_units * cost, rec.deposit)
+            lead = self._lead(rec.channel_id, terms)
+            target = min(spent + cost + lead * cost, rec.deposit)
             try:
                 payload = self.payer.voucher_payload(rec.channel_id, target)
             except PayerError:
@@ -269,7 +308,10 @@ class PaymentAuth(httpx.Auth):
             request.headers["Idempotency-Key"] = str(uuid.uuid4())
         key = route_key(request.url, request.method)
         cid = str(payload["channelId"])
-        return PaidExchange(self, str(request.url), challenge, cid, terms.amount, source, key=key)
+        window = self._window(cid, terms)
+        return PaidExchange(
+            self, str(request.url), challenge, cid, terms.amount, source, key=key, window=window
+        )
 
     # --- choosing and paying --------------------------------------------------------------------
 
@@ -332,17 +374,28 @@ class PaymentAuth(httpx.Auth):
                 used = 0
                 if terms.unit_type is not None:
                     used = max(0, server_spent - max(rec.spent, rec.settled))
-                target = spent + used + cost + self.prepay_units * cost
+                target = spent + used + cost + self._lead(rec.channel_id, terms) * cost
                 top_up = amount_of(problem.get("requiredTopUp"))
                 if accepted is not None and top_up is not None:
                     target = max(target, accepted + top_up)  # SES-27: what fell short
+                self._check_lead(target - spent)
                 payload = self.payer.voucher_payload(rec.channel_id, min(target, rec.deposit))
             else:
-                first = cost + self.prepay_units * cost  # the prepay window from the start
+                first = cost + self._lead(None, terms) * cost  # the lead from the start
                 payload = self.payer.open_payload(
                     terms, self.deposit, expires=expires, initial=first
                 )
         return self._attach(request, challenge, terms, payload)
+
+    def _check_lead(self, lead: int) -> None:
+        """CORE-39: what a server asks us to authorize ahead of delivery (a non-streaming
+        answer's `requiredTopUp`) stays within the policy's `max_lead`."""
+        max_lead = self.payer.policy.max_lead
+        if max_lead is not None and lead > max_lead:
+            raise PaymentDeclined(
+                f"the server asks to authorize {lead} ahead of delivery, more than the "
+                f"policy's max_lead {max_lead}"
+            )
 
     def _retry_channel(
         self, previous: PaidExchange, cost: int, server_spent: int
@@ -401,10 +454,11 @@ class PaymentAuth(httpx.Auth):
             delta = SessionTerms.from_request(exchange.challenge.request).min_voucher_delta
         except TermsError:
             delta = 0
-        window = max(2 * self.prepay_units * exchange.unit_price, delta)
-        if self.payer.policy.max_lead is not None:
-            window = min(window, self.payer.policy.max_lead)
-        return StreamBudget(exchange.unit_price, base, window)
+        window = max(2 * self.lead_units(exchange) * exchange.unit_price, delta)
+        # Ahead widens it as the bandwidth × delay window grows (never beyond max_lead).
+        budget = StreamBudget(exchange.unit_price, base, 0, max_window=self.payer.policy.max_lead)
+        budget.widen(window)
+        return budget
 
     def remember_receipt(self, receipt: dict[str, Any]) -> None:
         self.receipts.append(receipt)

@@ -17,6 +17,7 @@ from mpp.core.errors import PaymentError
 from mpp.core.rfc3339 import parse_rfc3339
 from mpp.session.budget import StreamBudget
 from mpp.session.terms import SessionTerms
+from mpp.session.window import LeadWindow
 
 if TYPE_CHECKING:
     from mpp.http.client_auth import PaymentAuth
@@ -50,6 +51,8 @@ class PaidExchange:
     key: RouteKey | None = None  # where the challenge is cached once it paid
     # What the server may make us sign during this response (set when it starts).
     budget: StreamBudget = field(default_factory=lambda: StreamBudget(0, 0, 0))
+    # The channel's bandwidth × delay estimator (None: a fixed `prepay_units`, or a fixed price).
+    window: LeadWindow | None = None
 
     def add_receipt(self, data: Mapping[str, Any]) -> None:
         receipt = dict(data)

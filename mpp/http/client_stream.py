@@ -4,18 +4,21 @@ The wrapper replaces `response.stream` below the caller (and below SDKs such as 
 would choke on unknown events), so what the caller reads is the server's body minus the
 `payment-need-voucher` / `payment-receipt` events, byte for byte otherwise. A need-voucher
 event makes the client top up on chain first when `requiredCumulative > deposit`, then sign a
-voucher (plus `prepay` beyond the need) and send it on a separate request to the same URI
-(SES-31/34); the async stream keeps reading meanwhile. With `prepay_units`, vouchers are signed
-and sent ahead in the background, several on the wire when the stream is faster than a voucher
-round trip (`Ahead`), so a prepaid stream does not pause at each voucher.
+voucher (plus the lead beyond the need) and send it on a separate request to the same URI
+(SES-31/34); the reader keeps reading meanwhile. Vouchers are also signed and sent ahead in the
+background, keeping the lead authorized (bandwidth × delay, mpp.session.window, or the fixed
+`prepay_units`), several on the wire when the stream is faster than a voucher round trip
+(`Ahead`), so a stream whose payer keeps up never pauses.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import threading
-from collections.abc import AsyncIterator, Coroutine, Iterator
+import time
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
@@ -45,8 +48,9 @@ MAX_IN_FLIGHT = 4  # prepay vouchers on the wire at once, per stream
 class Ahead:
     """Prepay-ahead, pipelined: estimate the server's position from the events received (one
     unit per event, the LLM-token case, starting from the header receipt's `spent`) and, each
-    time less than `prepay` units of authorization are left, sign and send the next voucher (up
-    to `position + 2 × prepay`, never above the deposit) in the background. `target` counts
+    time less than the lead (`PaymentAuth.lead_units`: bandwidth × delay by default, or the
+    fixed `prepay_units`) is left authorized, sign and send the next voucher (up to
+    `position + 2 × lead`, never above the deposit) in the background. `target` counts
     vouchers still on the wire, so when the stream outruns a voucher round trip the next one
     goes out before the previous is answered (up to MAX_IN_FLIGHT): the server never runs dry
     while vouchers arrive faster than it streams. Not thread-safe: the streams lock around it.
@@ -65,16 +69,20 @@ class Ahead:
             self.position = spent
 
     def answered(self, required: int, target: int) -> None:
-        self.position = required
+        self.position = max(self.position, required - self.ex.unit_price)
         self.target = max(self.target, target)
         self.confirmed = max(self.confirmed, target)
 
-    def seen(self, clean: bytes) -> int | None:
+    def seen(self, clean: bytes, now: float) -> int | None:
         """Count delivered events; the next cumulative to sign now (then on the wire), or None."""
-        prepay = self.ex.auth.prepay_units * self.ex.unit_price
+        events = clean.count(b"\n\n")
+        if self.ex.window is not None:
+            self.ex.window.delivered(events, now)
+        prepay = self.ex.auth.lead_units(self.ex) * self.ex.unit_price
         if not prepay or not self.target:
             return None
-        self.position += clean.count(b"\n\n") * self.ex.unit_price
+        self.ex.budget.widen(2 * prepay)
+        self.position += events * self.ex.unit_price
         if self.in_flight >= MAX_IN_FLIGHT or self.target - self.position >= prepay:
             return None
         rec = self.ex.auth.payer.channel(self.ex.channel_id)
@@ -87,16 +95,23 @@ class Ahead:
         self.in_flight += 1
         return nxt
 
-    def done(self, cumulative: int, ok: bool) -> None:
+    def done(self, cumulative: int, ok: bool, seconds: float) -> None:
         self.in_flight -= 1
         if ok:
             self.confirmed = max(self.confirmed, cumulative)
+            if self.ex.window is not None:
+                self.ex.window.round_trip(seconds)
         elif self.in_flight == 0:
             self.target = self.confirmed  # resend from what the server has
 
     def covered(self, required: int) -> bool:
         """A need-voucher the server sent before our voucher arrived: nothing to do."""
         return bool(self.confirmed) and required <= self.confirmed
+
+    def ran_dry(self, required: int) -> None:
+        """A need-voucher nothing of ours covers: the server paused us; widen the window."""
+        if self.ex.window is not None and required > self.target:
+            self.ex.window.paused()
 
 
 def _amount(value: object) -> int | None:
@@ -114,7 +129,8 @@ def plan_voucher(exchange: PaidExchange, event: PaymentEvent) -> tuple[str, int,
     if rec is None:
         raise PayerError("unknown channel")
     exchange.budget.check(required)  # before any top-up or signature
-    target = exchange.budget.cap(required + exchange.auth.prepay_units * exchange.unit_price)
+    lead = exchange.auth.lead_units(exchange) * exchange.unit_price
+    target = exchange.budget.cap(required + lead)
     deposit = max(rec.deposit, _int(event.data, "deposit"))
     topup = 0
     if required > deposit:  # SES-31: MUST top up first
@@ -125,12 +141,22 @@ def plan_voucher(exchange: PaidExchange, event: PaymentEvent) -> tuple[str, int,
 
 
 class PaidSyncStream(httpx.SyncByteStream):
+    """Prepay vouchers are signed and sent by worker threads while the reader goes on; a
+    need-voucher (the server paused) is answered by the reader itself."""
+
     def __init__(self, inner: httpx.SyncByteStream, exchange: PaidExchange) -> None:
         self._inner = inner
         self._exchange = exchange
         self._ahead = Ahead(exchange)
         self._cond = threading.Condition()  # guards _ahead (reader thread + voucher workers)
+        self._answering = threading.Lock()  # need-voucher answers one at a time
         self._pool: ThreadPoolExecutor | None = None
+        self._closed = False
+
+    def _submit(self, work: Callable[[], None]) -> None:
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(MAX_IN_FLIGHT + 1, thread_name_prefix="mpp-voucher")
+        self._pool.submit(work)
 
     def __iter__(self) -> Iterator[bytes]:
         filt = PaymentEventFilter()
@@ -142,13 +168,9 @@ class PaidSyncStream(httpx.SyncByteStream):
                 self._on_event(event)
             if clean:
                 with self._cond:
-                    nxt = self._ahead.seen(clean)
+                    nxt = self._ahead.seen(clean, time.monotonic())
                 if nxt is not None:  # signed and sent by a worker; reading goes on
-                    if self._pool is None:
-                        self._pool = ThreadPoolExecutor(
-                            MAX_IN_FLIGHT, thread_name_prefix="mpp-voucher"
-                        )
-                    self._pool.submit(self._prepay, nxt)
+                    self._submit(functools.partial(self._prepay, nxt))
                 yield clean
         clean, events = filt.flush()
         for event in events:
@@ -165,29 +187,43 @@ class PaidSyncStream(httpx.SyncByteStream):
             return
         try:
             required = _int(event.data, "requiredCumulative")
-            ex.budget.asked(required)  # ServerOverreach ends the stream: nothing is signed
-            with self._cond:  # a voucher on the wire may cover it: let it land first
-                self._cond.wait_for(
-                    lambda: self._ahead.in_flight == 0 or self._ahead.covered(required),
-                    timeout=ex.auth.timeout,
-                )
-                if self._ahead.covered(required):
-                    return
-            cid, target, topup = plan_voucher(ex, event)
-            if topup:
-                ex.auth.topup_sync(ex, cid, topup)
-            ex.auth.send_voucher_sync(ex, cid, target)
-            with self._cond:
-                self._ahead.answered(required, target)
-        except ServerOverreach:
-            raise
-        except (PayerError, ValueError, httpx.HTTPError) as exc:
-            # The server ends the stream after its timeout; the caller still gets what came.
-            log.warning("could not answer payment-need-voucher: %s", type(exc).__name__)
+        except ValueError:
+            log.warning("ignored a malformed payment-need-voucher event")
+            return
+        ex.budget.asked(required)  # ServerOverreach ends the stream: nothing is signed
+        self._answer(event, required)
+
+    def _answer(self, event: PaymentEvent, required: int) -> None:
+        ex = self._exchange
+        with self._answering:
+            try:
+                with self._cond:  # a voucher on the wire may cover it: let it land first
+                    self._cond.wait_for(
+                        lambda: (
+                            self._closed
+                            or self._ahead.in_flight == 0
+                            or self._ahead.covered(required)
+                        ),
+                        timeout=ex.auth.timeout,
+                    )
+                    if self._closed or self._ahead.covered(required):
+                        return
+                    self._ahead.ran_dry(required)
+                cid, target, topup = plan_voucher(ex, event)
+                if topup:
+                    ex.auth.topup_sync(ex, cid, topup)
+                ex.auth.send_voucher_sync(ex, cid, target)
+                with self._cond:
+                    self._ahead.answered(required, target)
+            except (PayerError, ValueError, httpx.HTTPError) as exc:
+                # ServerOverreach included: nothing signed. The server ends the stream after
+                # its timeout; the caller still gets what came.
+                log.warning("could not answer payment-need-voucher: %s", type(exc).__name__)
 
     def _prepay(self, cumulative: int) -> None:
         ex = self._exchange
         ok = False
+        sent = time.monotonic()
         try:
             ex.auth.send_voucher_sync(ex, ex.channel_id, cumulative)
             ok = True
@@ -195,10 +231,13 @@ class PaidSyncStream(httpx.SyncByteStream):
             log.info("prepay-ahead voucher not sent: %s", type(exc).__name__)
         finally:
             with self._cond:
-                self._ahead.done(cumulative, ok)
+                self._ahead.done(cumulative, ok, time.monotonic() - sent)
                 self._cond.notify_all()
 
     def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
         if self._pool is not None:
             self._pool.shutdown(wait=True)
         self._inner.close()
@@ -225,7 +264,7 @@ class PaidAsyncStream(httpx.AsyncByteStream):
             if self._refused is not None:
                 raise self._refused
             if clean:
-                nxt = self._ahead.seen(clean)
+                nxt = self._ahead.seen(clean, time.monotonic())
                 if nxt is not None:
                     self._spawn(self._prepay(nxt))
                 yield clean
@@ -257,13 +296,14 @@ class PaidAsyncStream(httpx.AsyncByteStream):
     async def _prepay(self, cumulative: int) -> None:
         ex = self._exchange
         ok = False
+        sent = time.monotonic()
         try:
             await ex.auth.send_voucher_async(ex, ex.channel_id, cumulative)
             ok = True
         except (PayerError, httpx.HTTPError) as exc:
             log.info("prepay-ahead voucher not sent: %s", type(exc).__name__)
         finally:
-            self._ahead.done(cumulative, ok)
+            self._ahead.done(cumulative, ok, time.monotonic() - sent)
             async with self._landed:
                 self._landed.notify_all()
 
@@ -281,6 +321,7 @@ class PaidAsyncStream(httpx.AsyncByteStream):
                     )
                 if self._ahead.covered(required):
                     return
+                self._ahead.ran_dry(required)
                 cid, target, topup = plan_voucher(ex, event)
                 if topup:
                     await ex.auth.topup_async(ex, cid, topup)

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from mpp.core.amounts import MAX_AMOUNT
 from mpp.core.binding import ChallengeIssuer
 from mpp.core.challenge import Challenge
 from mpp.core.credential import Credential, parse_credential
@@ -325,7 +326,7 @@ class PaymentGate:
         info: RequestInfo,
         *,
         idempotency: IdempotencyKey | None = None,
-        reserve_units: int = 0,
+        reserve_units: int | None = 0,
     ) -> Paid | Answer:
         """Verify the credential and reserve what the request will use, in ONE transaction when
         it is a voucher: the fixed price, or up to `reserve_units` of a metered route."""
@@ -334,7 +335,8 @@ class PaymentGate:
         if pending.management:
             reserve, partial = 0, False
         elif price.metered:
-            reserve, partial = reserve_units * price.amount, True
+            units = MAX_AMOUNT if reserve_units is None else reserve_units
+            reserve, partial = min(MAX_AMOUNT, units * price.amount), True
         else:
             reserve, partial = price.amount, False
         try:

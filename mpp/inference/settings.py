@@ -35,7 +35,7 @@ class PaymentConfig:
     engine: SessionServer
     issuer: ChallengeIssuer
     voucher_timeout: float = 60.0
-    reserve_units: int = 32
+    reserve_units: int | None = None  # None: all a voucher authorizes (mpp.http.asgi)
     failure_rate: float | None = 10.0
     # Paused streams; the chain watcher wakes them from its thread (`waiters.wake`).
     waiters: VoucherWaiters = field(default_factory=VoucherWaiters)

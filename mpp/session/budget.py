@@ -43,6 +43,7 @@ class StreamBudget:
     window: int
     units_per_event: int = 1
     max_empty_asks: int = DEFAULT_MAX_EMPTY_ASKS
+    max_window: int | None = None  # the spending policy's max_lead
     delivered_units: int = 0
     empty_asks: int = 0
 
@@ -50,6 +51,14 @@ class StreamBudget:
     def limit(self) -> int:
         """The highest cumulative amount this response may make us sign."""
         return self.base + (self.delivered_units + 1) * self.unit_price + self.window
+
+    def widen(self, window: int) -> None:
+        """The payer's own lookahead window grew (mpp.session.window measures it from what it
+        reads, never from what the server asks): allow it, within `max_window`. It never
+        shrinks during a response."""
+        if self.max_window is not None:
+            window = min(window, self.max_window)
+        self.window = max(self.window, window)
 
     def delivered(self, events: int) -> None:
         """`events` content events arrived: they are delivered units."""

@@ -28,7 +28,9 @@ def _lower_set(values: Iterable[str] | None) -> frozenset[str] | None:
 @dataclass(frozen=True)
 class SpendingPolicy:
     """`max_lead`: the most a payer keeps authorized beyond what it was delivered (base units;
-    the lookahead window is capped by it, mpp.session.budget)."""
+    the lookahead window is capped by it, mpp.session.budget and mpp.session.window).
+    `max_lead_seconds`: the lead of a metered stream never exceeds this many seconds of its
+    measured consumption (mpp.session.window)."""
 
     max_amount_per_unit: int | None = None
     max_deposit: int | None = None
@@ -37,12 +39,20 @@ class SpendingPolicy:
     allowed_chain_ids: frozenset[int] | None = None
     allowed_escrows: frozenset[str] | None = None
     max_lead: int | None = None
+    max_lead_seconds: float | None = 2.0
 
     def __post_init__(self) -> None:
         for name in ("allowed_recipients", "allowed_tokens", "allowed_escrows"):
             object.__setattr__(self, name, _lower_set(getattr(self, name)))
         if self.allowed_chain_ids is not None:
             object.__setattr__(self, "allowed_chain_ids", frozenset(self.allowed_chain_ids))
+
+    def lead_units_cap(self, unit_price: int) -> int | None:
+        """The most units a lookahead window may hold: vouchers are signed up to twice the
+        window ahead of delivery (mpp.http.client_stream), and that stays within `max_lead`."""
+        if self.max_lead is None:
+            return None
+        return max(0, self.max_lead // max(1, 2 * unit_price))
 
     def check_terms(self, terms: SessionTerms) -> None:
         """Refuse a challenge whose price or coordinates are not allowed."""

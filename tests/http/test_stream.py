@@ -17,6 +17,7 @@ import pytest
 
 from mpp.core.receipt import parse_receipt
 from mpp.http import RECEIPTS_KEY, PaymentAuth
+from mpp.session.window import INITIAL_UNITS
 from tests.http.support import (
     API_KEY,
     Counters,
@@ -118,9 +119,11 @@ def test_ses_31_stream_ends_cleanly_when_no_voucher_comes(env: Env) -> None:
             r = client.get(server.url + "/stream?n=50")
         assert r.status_code == 200
         events = _events(r.content)
-        assert len(events) == 1  # the open voucher paid for one unit
+        # The open voucher paid for one unit plus the initial lookahead window, nothing more.
+        assert len(events) == 1 + INITIAL_UNITS
         final = final_receipt(r.extensions[RECEIPTS_KEY])
-        assert final["spent"] == "10" and final["units"] == 1
+        assert final["spent"] == str(10 * (1 + INITIAL_UNITS))
+        assert final["units"] == 1 + INITIAL_UNITS
     finally:
         server.stop()
 
@@ -161,6 +164,7 @@ def _raw_stream_after_open(
     assert rec is not None
     payload = auth.payer.voucher_payload(cid, rec.cumulative)  # nothing new: available is 0
     cred = Credential(challenge, payload).to_header()
-    r = httpx.get(server.url + "/stream?n=3", headers={"Authorization": cred}, timeout=30)
+    n = 2 * (1 + INITIAL_UNITS)  # more than is left authorized
+    r = httpx.get(server.url + f"/stream?n={n}", headers={"Authorization": cred}, timeout=30)
     assert r.status_code == 200
     return _events(r.content)
