@@ -78,6 +78,8 @@ class Meter:
         self.event_stream = False
         self.generation = 0  # SES-34: this stream's number on its channel (0: not a stream)
         self.state: ChannelState | None = paid.result.state if paid else None
+        self._last_reservation = self.reserved  # the early ask's low-water mark is half of it
+        self._last_ask: dict[str, str] | None = None  # the last need-voucher event's data
 
     @property
     def is_paid(self) -> bool:
@@ -99,7 +101,10 @@ class Meter:
             return False
         cost = units * self.unit_price
         if cost <= self.reserved:
-            return self._consume(cost, units)
+            if not self._consume(cost, units):
+                return False
+            await self._ask_early()
+            return True
         mw, cid = self._mw, self.paid.channel_id
         deadline = time.monotonic() + mw.voucher_timeout
         while True:
@@ -112,10 +117,13 @@ class Meter:
                     self.ended = True
                     return False
                 assert self.state is not None
+                mw.paused(cid)  # the payer did not keep up: counted and logged
                 event = mw.gate.engine.need_voucher_event(self.state, cost - self.reserved)
-                if not await self._emit(format_event(NEED_VOUCHER, event)):
-                    self.ended = True
-                    return False
+                if event != self._last_ask:  # the same ask twice in a row is no news
+                    self._last_ask = event
+                    if not await self._emit(format_event(NEED_VOUCHER, event)):
+                        self.ended = True
+                        return False
                 left = deadline - time.monotonic()
                 if left <= 0 or not await sub.wait(left):
                     self.ended = True  # SES-31: no voucher in time → end cleanly
@@ -123,6 +131,49 @@ class Meter:
                 if self._superseded() or mw.draining:
                     self.ended = True
                     return False
+
+    async def hold(self, units: int) -> bool:
+        """Reserve `units` before the response starts, for an answer sent whole (JSON): it
+        cannot ask for a voucher halfway, so it holds what its longest outcome costs, at most
+        what the deposit can still pay. False: the answer becomes one 402 whose `requiredTopUp`
+        is exactly the shortfall (SES-27). What is not used goes back when the request ends
+        (`settle_reservation`), so the payer pays exactly its usage."""
+        if units < 0:
+            raise ValueError("units must be non-negative")
+        if self.paid is None or self._mw is None or self.state is None:
+            return True
+        room = self.reserved + max(0, self.state.deposit - self.state.spent)
+        cost = min(units * self.unit_price, room)
+        if cost <= self.reserved:
+            return True
+        short = await self._reserve(cost - self.reserved)
+        if short is not None:
+            self.insufficient = short
+            self.ended = True
+            return False
+        return True
+
+    async def _ask_early(self) -> None:
+        """SES-31, asked early: once the reservation falls below half of the last one taken and
+        the store has nothing more authorized, one `payment-need-voucher` (no pause) per
+        accepted amount, so a payer that only answers asks gets its voucher here in time. A
+        payer that keeps its own lead never sees the stream pause; the ask costs it nothing."""
+        state = self.state
+        if not (self.started and self.event_stream and self._emit) or state is None:
+            return
+        if self.reserved * 2 >= self._last_reservation or state.available > 0:
+            return
+        if self._mw is None or (self._last_ask is not None and self._last_ask_for(state)):
+            return
+        event = self._mw.gate.engine.need_voucher_event(state, self.unit_price)
+        self._last_ask = event
+        if not await self._emit(format_event(NEED_VOUCHER, event)):
+            self.ended = True
+
+    def _last_ask_for(self, state: ChannelState) -> bool:
+        """The last ask was made at this accepted amount (once per window)."""
+        assert self._last_ask is not None
+        return self._last_ask["acceptedCumulative"] == str(state.accepted_cumulative)
 
     def _superseded(self) -> bool:
         """SES-34: a newer stream on the same channel ends this one (cleanly)."""
@@ -161,7 +212,9 @@ class Meter:
         engine, cid = self._mw.gate.engine, self.paid.channel_id
         challenge_id = self.paid.challenge.id
         hint = self.state.available if self.state is not None else 0
-        want = max(need, min(self._mw.reserve_units * self.unit_price, hint))
+        if self._mw.reserve_units is not None:
+            hint = min(self._mw.reserve_units * self.unit_price, hint)
+        want = max(need, hint)  # by default all that is authorized: one write per voucher
 
         def run() -> tuple[ChannelState | None, int, PaymentError | None]:
             for amount in dict.fromkeys((want, need)):
@@ -182,6 +235,7 @@ class Meter:
                 self.ended = True  # finalized / close requested: stop serving (SES-21)
             return error
         self.reserved += amount
+        self._last_reservation = amount
         return None
 
     async def settle_reservation(self) -> None:
@@ -211,13 +265,16 @@ class PaymentMiddleware:
         gate: PaymentGate,
         *,
         voucher_timeout: float = 60.0,
-        reserve_units: int = 32,
+        reserve_units: int | None = None,
         waiters: VoucherWaiters | None = None,
     ) -> None:
         self.app = app
         self.gate = gate
         self.voucher_timeout = voucher_timeout
-        self.reserve_units = max(1, reserve_units)
+        # Metered units reserved per store write: None = all the payer authorized (one write
+        # per voucher in steady state; a crash over-charges at most that one window).
+        self.reserve_units = None if reserve_units is None else max(1, reserve_units)
+        self.pauses = 0  # metered streams that ran dry and waited for a voucher
         self.waiters = waiters or VoucherWaiters()
         self._fast: anyio.CapacityLimiter | None = None
         self._feed = False  # the store's voucher feed is attached (or absent)
@@ -230,6 +287,11 @@ class PaymentMiddleware:
         with their final receipt (paused ones are woken); new paid requests get 503."""
         self.draining = True
         self.waiters.wake(None)
+
+    def paused(self, channel_id: str) -> None:
+        """A metered stream ran out of authorization and waits for a voucher."""
+        self.pauses += 1
+        log.info("stream on %s paused for a voucher (%d pauses so far)", channel_id, self.pauses)
 
     def begin_stream(self, channel_id: str) -> int:
         """SES-34: a new stream on `channel_id` supersedes the previous one of this process;
@@ -299,7 +361,7 @@ class PaymentMiddleware:
         def work() -> Paid | Answer:
             return self.gate.execute(
                 pending, info, idempotency=idem, reserve_units=self.reserve_units
-            )
+            )  # None: a metered request reserves all that its voucher authorized
 
         if pending.action == "voucher":
             outcome = await self.run_fast(work)

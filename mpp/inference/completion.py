@@ -36,6 +36,7 @@ __all__ = [
     "Meter",
     "Stopped",
     "charge_prompt",
+    "hold_answer",
     "run",
     "start",
 ]
@@ -51,11 +52,18 @@ class Meter(Protocol):
 
     async def charge(self, units: int) -> bool: ...
 
+    async def hold(self, units: int) -> bool:
+        """Reserve `units` for an answer sent whole; False: unpaid (the answer is a 402)."""
+        ...
+
 
 class FreeMeter:
     """The Bearer (API key) path: nothing to charge."""
 
     async def charge(self, units: int) -> bool:
+        return True
+
+    async def hold(self, units: int) -> bool:
         return True
 
 
@@ -135,12 +143,27 @@ async def start(
     raise APIError.all_failed(f"All {len(plan)} providers failed for model {params.model!r}.")
 
 
+async def hold_answer(attempt: Attempt, cursor: UnitCursor, meter: Meter, max_tokens: int) -> bool:
+    """A JSON answer is sent whole once generated, so it cannot pause for a voucher halfway:
+    hold what its longest outcome (the prompt plus `max_tokens`) costs before generating
+    (Meter.hold). False: unpaid, the answer is a 402 with the exact shortfall; the unused part
+    of the hold goes back at the end, so the payer pays exactly its usage."""
+    units = cursor.due(_prompt_tokens(attempt), max_tokens)
+    if units and not await meter.hold(units):
+        await _close(attempt.events)
+        return False
+    return True
+
+
+def _prompt_tokens(attempt: Attempt) -> int:
+    return next((e.prompt_tokens for e in attempt.buffered if isinstance(e, Start)), 0)
+
+
 async def charge_prompt(attempt: Attempt, cursor: UnitCursor, meter: Meter) -> bool:
     """Charge the prompt before the response starts, so the response's first receipt already
     covers it: a paying client counts every later unit from the stream itself (one per token,
     mpp.session.budget) and could not tell a prompt charge from an overreach. False: unpaid."""
-    prompt = next((e.prompt_tokens for e in attempt.buffered if isinstance(e, Start)), 0)
-    units = cursor.due(prompt, 0)
+    units = cursor.due(_prompt_tokens(attempt), 0)
     if units and not await meter.charge(units):
         await _close(attempt.events)
         return False

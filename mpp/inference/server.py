@@ -49,7 +49,16 @@ from mpp.inference.api import (
     streams,
 )
 from mpp.inference.chunks import DONE, ChunkWriter, Usage, completion_body
-from mpp.inference.completion import Delta, Done, Failed, Stopped, charge_prompt, run, start
+from mpp.inference.completion import (
+    Delta,
+    Done,
+    Failed,
+    Stopped,
+    charge_prompt,
+    hold_answer,
+    run,
+    start,
+)
 from mpp.inference.pricing import UnitCursor
 from mpp.inference.providers.base import GenerationParams
 from mpp.inference.registry import ProviderEntry
@@ -126,6 +135,8 @@ class _Service:
     ) -> Response:
         attempt = await start(entries, params_of(req), req.timeout_ms / 1000)
         cursor = UnitCursor(attempt.entry.provider.price, self.settings.effective_unit_price)
+        if not stream and not await hold_answer(attempt, cursor, meter, req.max_tokens):
+            raise APIError(402, "Payment required to continue.", type="payment_required")
         if not await charge_prompt(attempt, cursor, meter):
             # Unpaid before the response started: the payment layer answers 402.
             raise APIError(402, "Payment required to continue.", type="payment_required")

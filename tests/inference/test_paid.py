@@ -218,6 +218,36 @@ def test_openai_sdk_through_paying_http_client(paid: Paid) -> None:
     assert Account  # the payer key never leaves the Payer
 
 
+@pytest.mark.parametrize("stream", [False, None], ids=["stream-false", "stream-omitted"])
+def test_openai_sdk_json_answers_pay_exactly_their_usage_on_defaults(
+    paid: Paid, stream: bool | None
+) -> None:
+    """SES-27: a JSON answer cannot pause for a voucher, so the server holds its longest
+    outcome (prompt + max_tokens) up front; the client on its defaults pays the one 402's exact
+    `requiredTopUp`, and what the answer did not use goes back: spent is exactly the usage."""
+    payer = paid.payer(f"sdk-json-{stream}")
+    auth = PaymentAuth(payer, allow_insecure=True)  # defaults: deposit, window, policy
+    client = openai.OpenAI(
+        base_url=f"{paid.url}/v1", api_key="unused", http_client=openai_http_client(auth)
+    )
+    extra = {} if stream is None else {"stream": stream}
+    spent = 0
+    for max_tokens in (12, 30):  # the second reuses the channel
+        answer = client.chat.completions.create(
+            model=MODEL,
+            messages=[{"role": "user", "content": PROMPT}],
+            max_tokens=max_tokens,
+            **extra,  # type: ignore[call-overload]
+        )
+        assert answer.object == "chat.completion"
+        assert answer.usage is not None and answer.usage.completion_tokens == max_tokens
+        spent += paid.units(max_tokens) * UNIT_PRICE
+        receipt = auth.receipts[-1]
+        assert receipt["spent"] == str(spent)
+        rec = payer.channel(receipt["channelId"])
+        assert rec is not None and rec.spent == spent
+
+
 def test_amb_15_bodyless_open_post_is_management_not_500(paid: Paid) -> None:
     """A bodyless POST carrying an `open` credential opens the channel and answers 200 with a
     receipt and no body (it used to answer 500 after the channel was opened and stored)."""
