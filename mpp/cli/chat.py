@@ -62,7 +62,11 @@ def register(subparsers: Any) -> None:
     parser.add_argument(
         "--max-price", default="1000", help="policy: most base units per token (1000)"
     )
-    parser.add_argument("--prepay-units", type=int, default=16, help="vouchers run ahead (16)")
+    parser.add_argument(
+        "--prepay-units",
+        type=int,
+        help="a fixed voucher lead in units (default: adaptive, bandwidth x delay)",
+    )
     parser.add_argument("--topup-amount", help="top up by this much when the deposit runs out")
     parser.add_argument("--rpc-url", help="read fees and time from this RPC (MPP_RPC_URL)")
     parser.add_argument("--chain-id", type=int, help="expected chain id (MPP_CHAIN_ID)")
@@ -146,6 +150,8 @@ def chat_summary(stream: ChatStream) -> dict[str, Any]:
 def run(args: argparse.Namespace) -> int:
     if args.max_tokens <= 0:
         raise usage_error("--max-tokens must be positive")
+    if args.prepay_units is not None and args.prepay_units < 0:
+        raise usage_error("--prepay-units must be >= 0")
     prompt = sys.stdin.read() if args.prompt == "-" else args.prompt
     url = str(env_or(args.url, "MPP_SERVER_URL") or DEFAULT_URL).rstrip("/")
     if not args.api_key_env:

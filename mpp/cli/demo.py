@@ -63,7 +63,11 @@ def register(subparsers: Any) -> None:
     add_output_flags(parser)
     parser.add_argument("--prompt", default=DEFAULT_PROMPT)
     parser.add_argument("--max-tokens", type=int, default=48)
-    parser.add_argument("--prepay-units", type=int, default=16, help="vouchers run ahead (16)")
+    parser.add_argument(
+        "--prepay-units",
+        type=int,
+        help="a fixed voucher lead in units (default: adaptive, bandwidth x delay)",
+    )
     parser.set_defaults(handler=run)
 
 
@@ -84,7 +88,7 @@ class _Out:
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.max_tokens < 8 or args.prepay_units < 0:
+    if args.max_tokens < 8 or (args.prepay_units is not None and args.prepay_units < 0):
         raise usage_error("--max-tokens must be >= 8 and --prepay-units >= 0")
     started = time.monotonic()
     out = _Out(args.json)
