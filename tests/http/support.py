@@ -3,6 +3,7 @@ and the same paid routes as a plain ASGI app, a Starlette app and a FastAPI app.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import socket
 import threading
@@ -160,10 +161,14 @@ def plain_app(gate: PaymentGate, counters: Counters, **mw: Any) -> Any:
 
 
 async def _plain_stream(scope: dict[str, Any], send: Any, meter: Meter) -> None:
-    n = int(dict(_query(scope)).get("n", "20"))
+    query = dict(_query(scope))
+    n = int(query.get("n", "20"))
+    gap = 1 / float(query["rate"]) if "rate" in query else 0.0  # units per second (a model)
     headers = [(b"content-type", b"text/event-stream")]
     await send({"type": "http.response.start", "status": 200, "headers": headers})
     for i in range(n):
+        if gap:
+            await asyncio.sleep(gap)
         if not await meter.charge(1):
             break
         chunk = f"data: {json.dumps({'i': i})}\n\n".encode()
