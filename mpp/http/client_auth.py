@@ -70,6 +70,16 @@ from mpp.session.window import LeadWindow
 log = logging.getLogger(__name__)
 
 
+def _resume(
+    flow: Generator[httpx.Request, httpx.Response, None], response: httpx.Response
+) -> httpx.Request | None:
+    """The flow's next request, None once it is done (StopIteration cannot cross threads)."""
+    try:
+        return flow.send(response)
+    except StopIteration:
+        return None
+
+
 def _same_payee(previous: PaidExchange, terms: SessionTerms) -> bool:
     try:
         before = SessionTerms.from_request(previous.challenge.request)
@@ -168,16 +178,16 @@ class PaymentAuth(httpx.Auth):
     async def async_auth_flow(
         self, request: httpx.Request
     ) -> AsyncGenerator[httpx.Request, httpx.Response]:
+        # The same flow, each step in a worker thread: a step may sign, read and write the
+        # payer's records (SQLite) or ask the chain (an open's fee and nonce), and the event
+        # loop never waits for that.
         flow = self.auth_flow(request)
-        request = next(flow)
-        while True:
-            response = yield request
+        step: httpx.Request | None = await anyio.to_thread.run_sync(next, flow)
+        while step is not None:
+            response = yield step
             if response.status_code in (402, 410):
                 await response.aread()
-            try:
-                request = flow.send(response)
-            except StopIteration:
-                break
+            step = await anyio.to_thread.run_sync(_resume, flow, response)
 
     # --- the lookahead window (mpp.session.window) ----------------------------------------------
 
@@ -542,7 +552,7 @@ class PaymentAuth(httpx.Auth):
         if self._take_challenge(ex, response):
             payload = await anyio.to_thread.run_sync(build)
             response = await client.send(self._management_request(ex, payload))
-        self._check(ex, response)
+        await anyio.to_thread.run_sync(self._check, ex, response)  # records the receipt
 
     def _voucher(self, cid: str, cumulative: int) -> Callable[[], dict[str, Any]]:
         def build() -> dict[str, Any]:
@@ -567,11 +577,13 @@ class PaymentAuth(httpx.Auth):
     def topup_sync(self, ex: PaidExchange, cid: str, additional: int) -> None:
         """On-chain topUp through the server (SES-17), then the payer's deposit is raised."""
         self._send_sync(ex, self._topup(ex, cid, additional))
-        with self._lock:
-            self.payer.confirm_topup(cid, additional)
+        self._confirm_topup(cid, additional)
 
     async def topup_async(self, ex: PaidExchange, cid: str, additional: int) -> None:
         await self._send_async(ex, self._topup(ex, cid, additional))
+        await anyio.to_thread.run_sync(self._confirm_topup, cid, additional)
+
+    def _confirm_topup(self, cid: str, additional: int) -> None:
         with self._lock:
             self.payer.confirm_topup(cid, additional)
 

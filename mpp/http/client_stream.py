@@ -22,6 +22,7 @@ from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
+import anyio.to_thread
 import httpx
 
 from mpp.core.amounts import decimal_amount
@@ -62,11 +63,17 @@ class Ahead:
         self.confirmed = 0  # highest cumulative the server acknowledged
         self.position = 0  # estimated server spent
         self.in_flight = 0
+        self.deposit = self.read_deposit()  # vouchers beyond it wait for a topUp (SES-31)
         last = exchange.receipts[-1] if exchange.receipts else {}
         accepted, spent = _amount(last.get("acceptedCumulative")), _amount(last.get("spent"))
         if accepted is not None and spent is not None:
             self.target = self.confirmed = accepted
             self.position = spent
+
+    def read_deposit(self) -> int | None:
+        """The channel's deposit from the payer's records (a store read: off the event loop)."""
+        rec = self.ex.auth.payer.channel(self.ex.channel_id)
+        return None if rec is None else rec.deposit
 
     def answered(self, required: int, target: int) -> None:
         self.position = max(self.position, required - self.ex.unit_price)
@@ -85,10 +92,9 @@ class Ahead:
         self.position += events * self.ex.unit_price
         if self.in_flight >= MAX_IN_FLIGHT or self.target - self.position >= prepay:
             return None
-        rec = self.ex.auth.payer.channel(self.ex.channel_id)
         nxt = self.ex.budget.cap(self.position + 2 * prepay)
-        if rec is not None:
-            nxt = min(nxt, rec.deposit)  # beyond it: need-voucher and a topUp (SES-31)
+        if self.deposit is not None:
+            nxt = min(nxt, self.deposit)  # beyond it: need-voucher and a topUp (SES-31)
         if nxt <= self.target:
             return None
         self.target = nxt
@@ -212,6 +218,9 @@ class PaidSyncStream(httpx.SyncByteStream):
                 cid, target, topup = plan_voucher(ex, event)
                 if topup:
                     ex.auth.topup_sync(ex, cid, topup)
+                    deposit = self._ahead.read_deposit()
+                    with self._cond:
+                        self._ahead.deposit = deposit
                 ex.auth.send_voucher_sync(ex, cid, target)
                 with self._cond:
                     self._ahead.answered(required, target)
@@ -260,7 +269,7 @@ class PaidAsyncStream(httpx.AsyncByteStream):
             if clean:
                 self._exchange.budget.delivered(clean.count(b"\n\n"))
             for event in events:
-                self._on_event(event)
+                await self._on_event(event)
             if self._refused is not None:
                 raise self._refused
             if clean:
@@ -270,13 +279,13 @@ class PaidAsyncStream(httpx.AsyncByteStream):
                 yield clean
         clean, events = filt.flush()
         for event in events:
-            self._on_event(event)
+            await self._on_event(event)
         if clean:
             yield clean
 
-    def _on_event(self, event: PaymentEvent) -> None:
-        if event.event == RECEIPT:
-            self._exchange.add_receipt(event.data)
+    async def _on_event(self, event: PaymentEvent) -> None:
+        if event.event == RECEIPT:  # recorded in the payer's store, off the event loop
+            await anyio.to_thread.run_sync(self._exchange.add_receipt, event.data)
         elif event.event == NEED_VOUCHER:
             try:
                 self._exchange.budget.asked(_int(event.data, "requiredCumulative"))
@@ -322,9 +331,10 @@ class PaidAsyncStream(httpx.AsyncByteStream):
                 if self._ahead.covered(required):
                     return
                 self._ahead.ran_dry(required)
-                cid, target, topup = plan_voucher(ex, event)
+                cid, target, topup = await anyio.to_thread.run_sync(plan_voucher, ex, event)
                 if topup:
                     await ex.auth.topup_async(ex, cid, topup)
+                    self._ahead.deposit = await anyio.to_thread.run_sync(self._ahead.read_deposit)
                 await ex.auth.send_voucher_async(ex, cid, target)
                 self._ahead.answered(required, target)
             except ServerOverreach as exc:
