@@ -26,6 +26,7 @@ from mpp.core.errors import InsufficientBalance, PaymentError
 from mpp.core.http import receipt_cache_control
 from mpp.http.asgi_body import read_body, replay_body
 from mpp.http.idempotency import StoredResponse, fingerprint, valid_key
+from mpp.http.lanes import LaneBusy, WorkLanes
 from mpp.http.server_core import (
     Answer,
     IdempotencyKey,
@@ -276,7 +277,7 @@ class PaymentMiddleware:
         self.reserve_units = None if reserve_units is None else max(1, reserve_units)
         self.pauses = 0  # metered streams that ran dry and waited for a voucher
         self.waiters = waiters or VoucherWaiters()
-        self._fast: anyio.CapacityLimiter | None = None
+        self.lanes = WorkLanes()  # where engine work runs (mpp.http.lanes)
         self._feed = False  # the store's voucher feed is attached (or absent)
         self._streams: dict[str, int] = {}  # SES-34: channel → its newest stream's number
         self._stream_numbers = itertools.count(1)
@@ -318,12 +319,8 @@ class PaymentMiddleware:
             log.warning("voucher feed unavailable; cross-process wake-ups disabled")
 
     async def run_fast(self, work: Callable[[], T]) -> T:
-        """Store-only engine work (vouchers, charges) on ONE worker thread: no SQLite lock
-        contention (and its millisecond busy-sleeps) between this process's own requests.
-        Chain work (open, topUp, close) runs on the default thread pool."""
-        if self._fast is None:
-            self._fast = anyio.CapacityLimiter(1)
-        return await anyio.to_thread.run_sync(work, limiter=self._fast)
+        """Store-only engine work on a known channel: the paying lane (mpp.http.lanes)."""
+        return await self.lanes.paying(work)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         route = self.gate.route_for(scope.get("path", "")) if scope["type"] == "http" else None
@@ -363,15 +360,26 @@ class PaymentMiddleware:
                 pending, info, idempotency=idem, reserve_units=self.reserve_units
             )  # None: a metered request reserves all that its voucher authorized
 
-        if pending.action == "voucher":
-            outcome = await self.run_fast(work)
-        else:
-            outcome = await anyio.to_thread.run_sync(work)
+        if pending.action == "voucher" and not self.lanes.knows(pending.channel_id):
+            limited = self.gate.over_failure_rate(pending, info)
+            if limited is not None:
+                await _send_answer(send, limited)
+                return
+        try:
+            if pending.action == "voucher":
+                outcome = await self.lanes.voucher(pending.channel_id, work)
+            else:
+                outcome = await anyio.to_thread.run_sync(work)
+        except LaneBusy:
+            await _send_answer(send, _busy())
+            return
         if isinstance(outcome, Answer):
             if outcome.status < 300 and pending.action in ("voucher", "topUp", "open"):
+                self.lanes.learn(pending.channel_id)
                 self.waiters.notify(pending.channel_id)
             await _send_answer(send, outcome)
             return
+        self.lanes.learn(outcome.channel_id)
         if pending.action in ("voucher", "topUp", "open"):
             self.waiters.notify(pending.channel_id)
         if outcome.replay is not None:  # CORE-47/SES-29: no handler, no charge
@@ -518,13 +526,22 @@ class PaymentMiddleware:
 
 
 def _shutting_down() -> Answer:
+    return _unavailable(b"the server is shutting down", retry_after=5)
+
+
+def _busy() -> Answer:
+    """The lookup lane is full (mpp.http.lanes): try again shortly; nothing was done."""
+    return _unavailable(b"too many lookups of unknown channels; retry shortly", retry_after=1)
+
+
+def _unavailable(detail: bytes, *, retry_after: int) -> Answer:
     body = (
         b'{"type":"about:blank","title":"Service Unavailable","status":503,'
-        b'"detail":"the server is shutting down"}'
+        b'"detail":"' + detail + b'"}'
     )
     headers = (
         ("content-type", "application/problem+json"),
-        ("retry-after", "5"),
+        ("retry-after", str(retry_after)),
         ("content-length", str(len(body))),
     )
     return Answer(503, headers, body)

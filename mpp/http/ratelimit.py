@@ -45,6 +45,13 @@ class RateLimiter:
             self._buckets.popitem(last=False)
         return wait
 
+    def waiting(self, key: str) -> float:
+        """Seconds until `key` has a token again (0.0: it has one); takes nothing."""
+        now = self._clock()
+        tokens, last = self._buckets.get(key, (self.burst, now))
+        tokens = min(self.burst, tokens + (now - last) * self.rate)
+        return 0.0 if tokens >= 1.0 else (1.0 - tokens) / self.rate
+
     @staticmethod
     def retry_after(wait: float) -> int:
         """Retry-After is whole seconds; never 0 for a refused request."""

@@ -273,6 +273,18 @@ class PaymentGate:
                 exc = RateLimited("too many failed payment credentials", retryAfter=retry)
         return self.error(exc, route, info)
 
+    def over_failure_rate(self, pending: Pending, info: RequestInfo) -> Answer | None:
+        """A 429 for a peer already past its failure rate, before any work that costs a chain
+        RPC (a voucher naming a channel this process does not know): what a stranger sends
+        costs at most `failure_rate` lookups per second."""
+        wait = self.limiter.waiting(info.peer) if self.limiter is not None else 0.0
+        if wait <= 0:
+            return None
+        exc = RateLimited(
+            "too many failed payment credentials", retryAfter=RateLimiter.retry_after(wait)
+        )
+        return self.error(exc, pending.route, info)
+
     def payment_required(self, route: Route, info: RequestInfo) -> Answer:
         resp = payment_required([self.challenge(route, info)], retry_after=self.retry_after)
         return _answer(resp)
