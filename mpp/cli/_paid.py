@@ -83,16 +83,11 @@ def serve_in_thread(
     """
     import uvicorn
 
+    from mpp.http.uvicorn_guard import server_config
+
     app: ASGIApp = create_app(settings)
     port = port or free_port(host)
-    config = uvicorn.Config(
-        app,
-        host=host,
-        port=port,
-        log_level="warning",
-        lifespan="on",
-        timeout_graceful_shutdown=30,
-    )
+    config = server_config(app, host, port, timeout_graceful_shutdown=30)
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, name="mpp-serve", daemon=True)
     thread.start()

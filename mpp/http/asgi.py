@@ -24,7 +24,7 @@ import anyio.to_thread
 
 from mpp.core.errors import InsufficientBalance, PaymentError
 from mpp.core.http import receipt_cache_control
-from mpp.http.asgi_body import read_body, replay_body
+from mpp.http.asgi_body import ClientDisconnected, read_body, replay_body
 from mpp.http.idempotency import StoredResponse, fingerprint, valid_key
 from mpp.http.lanes import LaneBusy, WorkLanes
 from mpp.http.server_core import (
@@ -330,7 +330,10 @@ class PaymentMiddleware:
         if self.draining:
             await _send_answer(send, _shutting_down())
             return
-        body = await read_body(receive, MAX_BODY)
+        try:
+            body = await read_body(receive, MAX_BODY)
+        except ClientDisconnected:
+            return  # half a request: nothing to verify, charge or answer
         if body is None:
             await _send_answer(send, Answer(413, (("content-length", "0"),)))
             return

@@ -9,12 +9,20 @@ Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 
 
+class ClientDisconnected(Exception):
+    """The client went away (or was cut off for sending too slowly) before its body was in:
+    nothing of the request may be acted on."""
+
+
 async def read_body(receive: Receive, limit: int) -> bytes | None:
-    """The whole request body, or None when it is larger than `limit` bytes."""
+    """The whole request body, or None when it is larger than `limit` bytes; raises
+    ClientDisconnected when the body was cut short."""
     chunks: list[bytes] = []
     size = 0
     while True:
         message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientDisconnected
         if message["type"] != "http.request":
             break
         chunk = bytes(message.get("body", b""))

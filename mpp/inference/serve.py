@@ -20,7 +20,9 @@ __all__ = ["main", "serve"]
 def serve(settings: InferenceSettings, host: str = "127.0.0.1", port: int = 8000) -> None:
     import uvicorn
 
-    uvicorn.run(create_app(settings), host=host, port=port, log_level="warning", lifespan="on")
+    from mpp.http.uvicorn_guard import server_config
+
+    uvicorn.Server(server_config(create_app(settings), host, port)).run()
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -39,7 +39,7 @@ from mpp.http.asgi import (
     Send,
     get_meter,
 )
-from mpp.http.asgi_body import read_body, replay_body
+from mpp.http.asgi_body import ClientDisconnected, read_body, replay_body
 from mpp.http.server_core import PaymentGate, Price
 from mpp.inference.api import (
     MAX_BODY_BYTES,
@@ -236,7 +236,10 @@ class _Front:
         if method != "POST":
             await self.app(scope, receive, send)  # 405 from the router
             return
-        body = await _read_body(receive)
+        try:
+            body = await _read_body(receive)
+        except ClientDisconnected:
+            return  # half a request: nothing to verify, charge or answer
         if not body and scheme == "payment" and self.paid is not None:  # voucher / close
             await self.paid(scope, replay_body(body, receive), _paid_send(send))
             return
