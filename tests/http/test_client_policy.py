@@ -80,6 +80,16 @@ class Liar:
             self.vouchers.append(int(payload["cumulativeAmount"]))
             return Response(status_code=200)
         self.requests += 1
+        if self.mode == "huge-topup" and payload["action"] == "voucher":
+            problem = {
+                "type": "https://paymentauth.org/problems/session/insufficient-balance",
+                "status": 402, "spent": "20", "acceptedCumulative": str(PRICE),
+                "requiredTopUp": str(DEPOSIT // 2),  # "authorize half the deposit first"
+            }  # fmt: skip
+            answer = self.challenge()
+            answer.body = json.dumps(problem).encode()
+            answer.headers["content-length"] = str(len(answer.body))
+            return answer
         if payload["action"] == "open":
             self.opens += 1
             if self.mode == "recipient-change":
@@ -219,3 +229,25 @@ def test_ses_24_fullwidth_digits_in_a_need_voucher_sign_nothing(
     # Only the prepay-ahead voucher (within delivered 2 + one unit + the window), nothing for it.
     assert all(v <= 3 * PRICE + 2 * 4 * PRICE for v in server.vouchers)
     assert len(server.vouchers) <= 1
+
+
+@pytest.mark.parametrize("liar", ["huge-topup"], indirect=True)
+def test_core_39_a_required_top_up_beyond_max_lead_is_declined(
+    liar: tuple[Liar, str], tmp_path: Path
+) -> None:
+    """A 402 that asks to authorize far ahead of delivery (`requiredTopUp`) is paid only
+    within the policy's `max_lead`: beyond it the client declines and signs nothing."""
+    server, url = liar
+    payer = Payer(
+        KEY, records_path=tmp_path / "payer.db",
+        policy=SpendingPolicy(max_amount_per_unit=100, max_deposit=DEPOSIT, max_lead=1_000),
+    )  # fmt: skip
+    auth = PaymentAuth(payer, allow_insecure=True)
+    with httpx.Client(auth=auth, timeout=10) as client:
+        with client.stream("POST", url + "/chat", json={}) as r:  # opens the channel
+            r.read()
+        signed = payer.records.all()[0].cumulative  # type: ignore[attr-defined]
+        with pytest.raises(PaymentDeclined, match="max_lead"):
+            client.post(url + "/chat", json={})
+    assert payer.records.all()[0].cumulative == signed  # type: ignore[attr-defined]
+    assert server.vouchers == [] or max(server.vouchers) <= signed + 1_000

@@ -65,3 +65,32 @@ def test_core_39_never_signs_beyond_delivered_plus_window(
             assert required > base + (delivered + 1) * price + window
         else:
             assert required <= base + (delivered + 1) * price + window
+
+
+@given(
+    widths=st.lists(st.integers(min_value=0, max_value=10**9), min_size=1, max_size=20),
+    max_window=st.one_of(st.none(), st.integers(min_value=0, max_value=10**9)),
+)
+def test_core_39_widen_only_grows_and_never_passes_max_lead(
+    widths: list[int], max_window: int | None
+) -> None:
+    """The window follows the payer's own measurement upward, never beyond the policy's
+    `max_lead`, and never shrinks within a response (a smaller estimate does not revoke
+    what the payer already allowed)."""
+    budget = StreamBudget(unit_price=7, base=0, window=0, max_window=max_window)
+    previous = 0
+    for w in widths:
+        budget.widen(w)
+        assert budget.window >= previous
+        assert max_window is None or budget.window <= max_window
+        assert budget.window == max(previous, w if max_window is None else min(w, max_window))
+        previous = budget.window
+
+
+def test_core_39_a_widened_window_allows_its_lead_and_no_more() -> None:
+    budget = StreamBudget(unit_price=10, base=500, window=0, max_window=400)
+    budget.widen(1_000)  # capped at max_lead
+    assert budget.window == 400 and budget.limit == 500 + 10 + 400
+    budget.asked(910)
+    with pytest.raises(ServerOverreach):
+        budget.asked(911)

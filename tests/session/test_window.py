@@ -7,6 +7,7 @@ import math
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from mpp.session.policy import SpendingPolicy
 from mpp.session.window import (
     IDLE_SECONDS,
     INITIAL_UNITS,
@@ -118,3 +119,12 @@ def test_lead_always_within_policy_and_positive(
             assert lead <= UNMEASURED_MAX_UNITS
         elif max_seconds is not None:
             assert lead <= max(INITIAL_UNITS, math.ceil(window.rate * max_seconds))
+
+
+def test_policy_lead_units_cap_halves_max_lead_per_unit() -> None:
+    """Vouchers are signed up to twice the window ahead (mpp.http.client_stream): a window of
+    `max_lead // (2 × price)` units keeps everything signed ahead within `max_lead`."""
+    assert SpendingPolicy(max_lead=1_000).lead_units_cap(10) == 50
+    assert SpendingPolicy(max_lead=19).lead_units_cap(10) == 0
+    assert SpendingPolicy(max_lead=1_000).lead_units_cap(0) == 1_000  # free units: no division by 0
+    assert SpendingPolicy().lead_units_cap(10) is None
