@@ -2,16 +2,23 @@
 paid non-streaming request on an open channel. One run, one server, ratios (DESIGN).
 
     .venv/bin/python scripts/bench_http.py [--units 20000] [--requests 300]
+    .venv/bin/python scripts/bench_http.py --wan [--rtt 0.05]
 
 Server: uvicorn (loopback, in a child process) + PaymentMiddleware over a SQLite store and
-anvil in Tempo mode. Unpaid = the same route and middleware, let through by an API key. Paid =
-a PaymentAuth client that prepays every `--prepay` units (default 100). The voucher rate limit
-is off here (the paid latency loop sends one voucher per request).
+anvil in Tempo mode, both on their defaults. Unpaid = the same route and middleware, let
+through by an API key. Paid = `PaymentAuth(payer)` on its defaults (the bandwidth × delay
+window; `--prepay N` fixes the lead instead). The failure rate limit is off here.
+
+`--wan`: the client reaches the server through a loopback proxy adding `--rtt` seconds of
+round-trip time (tests.delay_proxy), and the stream is a model at 100 tokens/s and unpaced:
+tokens/s paid vs unpaid (alternating rounds, one open channel), and the time to the first
+token on the open channel, paid vs unpaid (median of `--ttft` requests).
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import statistics
 import subprocess
@@ -36,11 +43,14 @@ FLAT = Price(amount=100)
 def app(gate: PaymentGate, timings: list[tuple[int, float]]) -> Any:
     async def inner(scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["path"] == "/stream":
-            n = int(scope["query_string"].decode().split("=")[1])
+            query = dict(p.split("=", 1) for p in scope["query_string"].decode().split("&"))
+            n, gap = int(query["n"]), 1 / float(query.get("rate", "inf"))
             meter = get_meter(scope)
             headers = [(b"content-type", b"text/event-stream")]
             await send({"type": "http.response.start", "status": 200, "headers": headers})
             for i in range(n):
+                if gap:
+                    await asyncio.sleep(gap)  # a model producing `rate` tokens per second
                 if not await meter.charge(1):
                     break
                 body = b'data: {"choices":[{"delta":{"content":"tok%d"}}]}\n\n' % i
@@ -50,7 +60,7 @@ def app(gate: PaymentGate, timings: list[tuple[int, float]]) -> Any:
         await send({"type": "http.response.start", "status": 200, "headers": []})
         await send({"type": "http.response.body", "body": b'{"ok":true}'})
 
-    mw = PaymentMiddleware(inner, gate, reserve_units=100)
+    mw = PaymentMiddleware(inner, gate)
 
     async def timed(scope: dict[str, Any], receive: Any, send: Any) -> None:
         t0 = time.perf_counter()
@@ -78,20 +88,32 @@ def app(gate: PaymentGate, timings: list[tuple[int, float]]) -> Any:
     return timed
 
 
-def stream_rate(client: httpx.Client, url: str, units: int, headers: dict[str, str]) -> float:
+def stream_rate(
+    client: httpx.Client, url: str, units: int, headers: dict[str, str], query: str = ""
+) -> float:
+    return stream_timed(client, url, units, headers, query)[0]
+
+
+def stream_timed(
+    client: httpx.Client, url: str, units: int, headers: dict[str, str], query: str = ""
+) -> tuple[float, float]:
+    """(units per second, seconds to the first unit) of one stream."""
     t0 = time.perf_counter()
     got = 0
-    with client.stream("GET", f"{url}/stream?n={units}", headers=headers) as r:
+    first = 0.0
+    with client.stream("GET", f"{url}/stream?n={units}{query}", headers=headers) as r:
         assert r.status_code == 200, r.status_code
         tail = b""
         for chunk in r.iter_bytes():
+            if not first and b"data: " in chunk:
+                first = time.perf_counter() - t0
             joined = tail + chunk
             got += joined.count(b"data: ")
             tail = joined[-5:] if not joined.endswith(b"\n") else b""
             got -= tail.count(b"data: ")
     elapsed = time.perf_counter() - t0
     assert got == units, (got, units)
-    return units / elapsed
+    return units / elapsed, first
 
 
 def serve() -> int:
@@ -116,7 +138,10 @@ def main() -> int:
     ap.add_argument("--units", type=int, default=20_000)
     ap.add_argument("--requests", type=int, default=300)
     ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--prepay", type=int, default=100, help="prepay-ahead units per voucher")
+    ap.add_argument("--prepay", type=int, default=None, help="a fixed lead (default: adaptive)")
+    ap.add_argument("--wan", action="store_true", help="through a delay proxy (see above)")
+    ap.add_argument("--rtt", type=float, default=0.05, help="--wan round-trip time, seconds")
+    ap.add_argument("--ttft", type=int, default=30, help="--wan first-token requests")
     ap.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--json", type=Path, help="also write the results as JSON here")
     args = ap.parse_args()
@@ -152,13 +177,61 @@ def main() -> int:
                     if time.monotonic() > deadline:
                         raise
                     time.sleep(0.05)
-            result = run(env, url, args)
+            result = run_wan(env, url, args) if args.wan else run(env, url, args)
             if args.json:
                 args.json.write_text(json.dumps(result, indent=2))
         finally:
             child.terminate()
             child.wait(10)
     return 0
+
+
+def run_wan(env: Env, url: str, args: argparse.Namespace) -> dict[str, Any]:
+    from tests.delay_proxy import DelayProxy
+
+    port = int(url.rsplit(":", 1)[1])
+    payer = env.payer_for(policy=None)
+    auth = PaymentAuth(payer, allow_insecure=True, deposit=10**8, prepay_units=args.prepay)
+    key = {"Authorization": f"Bearer {API_KEY}"}
+    out: dict[str, Any] = {"rtt_ms": args.rtt * 1e3, "rounds": args.rounds}
+    with (
+        DelayProxy(port, args.rtt) as proxy,
+        httpx.Client(auth=auth, timeout=120) as paid_client,
+        httpx.Client(timeout=120) as free_client,
+    ):
+        far = proxy.url
+        stream_rate(paid_client, far, 200, {}, "&rate=100")  # open the channel, warm up
+        stream_rate(free_client, far, 200, key, "&rate=100")
+        for name, units, query in (("paced", 300, "&rate=100"), ("unpaced", 5_000, "")):
+            paid, free = [], []
+            for _ in range(args.rounds):
+                free.append(stream_rate(free_client, far, units, key, query))
+                paid.append(stream_rate(paid_client, far, units, {}, query))
+            ratio = statistics.median(paid) / statistics.median(free)
+            print(
+                f"WAN {args.rtt * 1e3:.0f} ms RTT, {name}: tokens/s unpaid median "
+                f"{statistics.median(free):,.1f}  paid {statistics.median(paid):,.1f}  "
+                f"ratio of medians {ratio:.3f}  ({units} tokens, {args.rounds} rounds)"
+            )
+            out[f"{name}_unpaid"] = statistics.median(free)
+            out[f"{name}_paid"] = statistics.median(paid)
+            out[f"{name}_ratio"] = ratio
+        paid_t, free_t = [], []
+        for _ in range(args.ttft):  # a short answer on the open channel, alternating
+            free_t.append(stream_timed(free_client, far, 5, key, "&rate=100")[1])
+            paid_t.append(stream_timed(paid_client, far, 5, {}, "&rate=100")[1])
+    added = (statistics.median(paid_t) - statistics.median(free_t)) * 1e3
+    print(
+        f"WAN TTFT on an open channel: unpaid median {statistics.median(free_t) * 1e3:.1f} ms  "
+        f"paid {statistics.median(paid_t) * 1e3:.1f} ms  added {added:.1f} ms (n={args.ttft})"
+    )
+    out.update(
+        ttft_unpaid_ms=statistics.median(free_t) * 1e3,
+        ttft_paid_ms=statistics.median(paid_t) * 1e3,
+        ttft_added_ms=added,
+        prepay=args.prepay,
+    )
+    return out
 
 
 def run(env: Env, url: str, args: argparse.Namespace) -> dict[str, Any]:
@@ -177,7 +250,7 @@ def run(env: Env, url: str, args: argparse.Namespace) -> dict[str, Any]:
         f"SSE units/s  unpaid best {max(free):,.0f}  paid best {max(paid):,.0f}  "
         f"ratio {max(paid) / max(free):.3f}  (median ratio "
         f"{statistics.median(paid) / statistics.median(free):.3f}, {args.units} units, "
-        f"prepay {args.prepay}, {args.rounds} rounds)"
+        f"lead {args.prepay or 'adaptive'}, {args.rounds} rounds)"
     )
     for _ in range(20):
         paid_client.get(url + "/flat")

@@ -44,3 +44,27 @@ def test_bench_scaling_smoke_prints_its_tables(anvil: None, tmp_path: Path) -> N
     for row in result["sqlite"]["rows"]:
         assert row["tokens_s_paid"] > 0 and row["tokens_s_unpaid"] > 0
         assert row["ttft"]["samples"] > 0 and row["token"]["samples"] > 0
+
+
+def test_bench_http_wan_smoke_measures_both_sources(anvil: None, tmp_path: Path) -> None:
+    """The WAN case (a 50 ms delay proxy, paced and unpaced) runs and its goals can be judged."""
+    out = tmp_path / "wan.json"
+    args = ["--wan", "--rounds", "1", "--ttft", "2", "--json", str(out)]
+    proc = subprocess.run(
+        [sys.executable, "scripts/bench_http.py", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(out.read_text())
+    for name in ("paced", "unpaced"):
+        assert result[f"{name}_paid"] > 0 and result[f"{name}_unpaid"] > 0
+    sys.path.insert(0, str(ROOT / "scripts"))
+    try:
+        import bench
+    finally:
+        sys.path.remove(str(ROOT / "scripts"))
+    rows = bench.wan_goals(result)
+    assert len(rows) == 3 and all(isinstance(met, bool) for _, _, met in rows)
