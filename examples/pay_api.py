@@ -20,7 +20,7 @@ payer = Payer(
     chain=Web3Chain(os.environ["MPP_RPC_URL"]),
     policy=SpendingPolicy(max_amount_per_unit=1_000, max_deposit=200_000),
 )
-auth = PaymentAuth(payer, allow_insecure=True, prepay_units=10)  # loopback only: no TLS here
+auth = PaymentAuth(payer, allow_insecure=True)  # loopback only: no TLS here
 with httpx.Client(base_url=os.environ["API_URL"], auth=auth, timeout=30) as client:
     print(client.get("/answer").json())
     with client.stream("GET", "/count") as stream:
