@@ -5,9 +5,10 @@ the openai SDK). Server: `PaymentGate` (framework-neutral) and `PaymentMiddlewar
 standalone, Starlette, FastAPI) with `get_meter(request).charge(units)` for metered streams.
 """
 
-from mpp.http.asgi import Meter, PaymentMiddleware, get_meter
+from mpp.http.asgi import PaymentMiddleware
 from mpp.http.client_auth import PaymentAuth
 from mpp.http.client_model import RECEIPTS_KEY, PaidExchange, PaymentDeclined
+from mpp.http.meter import Meter, Phase, get_meter
 from mpp.http.server_core import Answer, PaymentGate, Price, RequestInfo, Route
 from mpp.http.sse import (
     NEED_VOUCHER,
@@ -32,6 +33,7 @@ __all__ = [
     "PaymentEventFilter",
     "PaymentGate",
     "PaymentMiddleware",
+    "Phase",
     "Price",
     "RequestInfo",
     "Route",

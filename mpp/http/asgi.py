@@ -15,18 +15,17 @@ from __future__ import annotations
 
 import itertools
 import logging
-import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any, TypeVar
 
 import anyio
 import anyio.to_thread
 
-from mpp.core.errors import InsufficientBalance, PaymentError
 from mpp.core.http import receipt_cache_control
 from mpp.http.asgi_body import ClientDisconnected, read_body, replay_body
 from mpp.http.idempotency import StoredResponse, fingerprint, valid_key
 from mpp.http.lanes import LaneBusy, WorkLanes
+from mpp.http.meter import SCOPE_KEY, Meter
 from mpp.http.server_core import (
     Answer,
     IdempotencyKey,
@@ -35,9 +34,8 @@ from mpp.http.server_core import (
     RequestInfo,
     receipt_header,
 )
-from mpp.http.sse import NEED_VOUCHER, RECEIPT, format_event, is_event_stream
+from mpp.http.sse import RECEIPT, format_event, is_event_stream
 from mpp.http.waiters import VoucherWaiters
-from mpp.session.ports import ChannelState
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -48,213 +46,9 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
-SCOPE_KEY = "mpp.meter"
 IDEMPOTENT_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 MAX_BODY = 16 * 1024 * 1024
 DONE = b"data: [DONE]\n\n"
-
-
-class Meter:
-    """Charges a paid request's units; a no-op for requests let through unpaid (API keys)."""
-
-    def __init__(
-        self,
-        middleware: PaymentMiddleware | None = None,
-        paid: Paid | None = None,
-        emit: Callable[[bytes], Awaitable[bool]] | None = None,
-    ) -> None:
-        self._mw = middleware
-        self.paid = paid
-        self._emit = emit
-        self.units = 0  # metered units delivered in this request
-        # Charged in the store, not yet used (released at the end); a metered request starts
-        # with what was reserved in its voucher's own transaction (PaymentGate.execute).
-        self.reserved = paid.result.reserved if paid is not None and paid.route.price.metered else 0
-        # Used before the response started: delivered only once a 2xx starts; a request that
-        # ends as a 402 or an error before that gives it back (nothing was delivered).
-        self.unstarted = 0
-        self.insufficient: PaymentError | None = None  # ran dry before the response started
-        self.ended = False
-        self.started = False
-        self.event_stream = False
-        self.generation = 0  # SES-34: this stream's number on its channel (0: not a stream)
-        self.state: ChannelState | None = paid.result.state if paid else None
-        self._last_reservation = self.reserved  # the early ask's low-water mark is half of it
-        self._last_ask: dict[str, str] | None = None  # the last need-voucher event's data
-
-    @property
-    def is_paid(self) -> bool:
-        return self.paid is not None
-
-    @property
-    def unit_price(self) -> int:
-        return self.paid.route.price.amount if self.paid else 0
-
-    async def charge(self, units: int = 1) -> bool:
-        """Pay for `units` before sending them. False: stop, the stream ends cleanly."""
-        if units < 0:
-            raise ValueError("units must be non-negative")
-        if self.paid is None or self._mw is None:
-            self.units += units
-            return True
-        if self.ended or self._superseded() or self._mw.draining:
-            self.ended = True
-            return False
-        cost = units * self.unit_price
-        if cost <= self.reserved:
-            if not self._consume(cost, units):
-                return False
-            await self._ask_early()
-            return True
-        mw, cid = self._mw, self.paid.channel_id
-        deadline = time.monotonic() + mw.voucher_timeout
-        while True:
-            with mw.waiters.subscribe(cid) as sub:  # before the check: no lost wake-up
-                short = await self._reserve(cost - self.reserved)
-                if short is None:
-                    return self._consume(cost, units)
-                if not (self.started and self.event_stream and self._emit):
-                    self.insufficient = short  # cannot ask mid-stream: the answer becomes a 402
-                    self.ended = True
-                    return False
-                assert self.state is not None
-                mw.paused(cid)  # the payer did not keep up: counted and logged
-                event = mw.gate.engine.need_voucher_event(self.state, cost - self.reserved)
-                if event != self._last_ask:  # the same ask twice in a row is no news
-                    self._last_ask = event
-                    if not await self._emit(format_event(NEED_VOUCHER, event)):
-                        self.ended = True
-                        return False
-                left = deadline - time.monotonic()
-                if left <= 0 or not await sub.wait(left):
-                    self.ended = True  # SES-31: no voucher in time → end cleanly
-                    return False
-                if self._superseded() or mw.draining:
-                    self.ended = True
-                    return False
-
-    async def hold(self, units: int) -> bool:
-        """Reserve `units` before the response starts, for an answer sent whole (JSON): it
-        cannot ask for a voucher halfway, so it holds what its longest outcome costs, at most
-        what the deposit can still pay. False: the answer becomes one 402 whose `requiredTopUp`
-        is exactly the shortfall (SES-27). What is not used goes back when the request ends
-        (`settle_reservation`), so the payer pays exactly its usage."""
-        if units < 0:
-            raise ValueError("units must be non-negative")
-        if self.paid is None or self._mw is None or self.state is None:
-            return True
-        room = self.reserved + max(0, self.state.deposit - self.state.spent)
-        cost = min(units * self.unit_price, room)
-        if cost <= self.reserved:
-            return True
-        short = await self._reserve(cost - self.reserved)
-        if short is not None:
-            self.insufficient = short
-            self.ended = True
-            return False
-        return True
-
-    async def _ask_early(self) -> None:
-        """SES-31, asked early: once the reservation falls below half of the last one taken and
-        the store has nothing more authorized, one `payment-need-voucher` (no pause) per
-        accepted amount, so a payer that only answers asks gets its voucher here in time. A
-        payer that keeps its own lead never sees the stream pause; the ask costs it nothing."""
-        state = self.state
-        if not (self.started and self.event_stream and self._emit) or state is None:
-            return
-        if self.reserved * 2 >= self._last_reservation or state.available > 0:
-            return
-        if self._mw is None or (self._last_ask is not None and self._last_ask_for(state)):
-            return
-        event = self._mw.gate.engine.need_voucher_event(state, self.unit_price)
-        self._last_ask = event
-        if not await self._emit(format_event(NEED_VOUCHER, event)):
-            self.ended = True
-
-    def _last_ask_for(self, state: ChannelState) -> bool:
-        """The last ask was made at this accepted amount (once per window)."""
-        assert self._last_ask is not None
-        return self._last_ask["acceptedCumulative"] == str(state.accepted_cumulative)
-
-    def _superseded(self) -> bool:
-        """SES-34: a newer stream on the same channel ends this one (cleanly)."""
-        if self._mw is None or self.paid is None or not self.generation:
-            return False
-        if self._mw.current_stream(self.paid.channel_id) == self.generation:
-            return False
-        self.ended = True
-        return True
-
-    def _consume(self, cost: int, units: int) -> bool:
-        """Use `cost` of the reservation for `units` about to be sent; False (nothing used)
-        when the channel must not serve any more (a close requested or in flight, SES-21)."""
-        assert self._mw is not None and self.paid is not None
-        if self.started:
-            if not self._mw.gate.engine.commit(self.paid.channel_id, cost):
-                self.ended = True
-                return False
-        else:
-            self.unstarted += cost
-        self.reserved -= cost
-        self.units += units
-        return True
-
-    def response_started(self) -> None:
-        """A 2xx response starts: what was used before it is delivered from now on."""
-        self.started = True
-        if self._mw is not None and self.paid is not None and self.unstarted:
-            # Already produced and about to be sent with the response: delivered regardless.
-            self._mw.gate.engine.commit(self.paid.channel_id, self.unstarted, force=True)
-        self.unstarted = 0
-
-    async def _reserve(self, need: int) -> PaymentError | None:
-        """Charge `need` (plus headroom up to `reserve_units`); None on success."""
-        assert self._mw is not None and self.paid is not None
-        engine, cid = self._mw.gate.engine, self.paid.channel_id
-        challenge_id = self.paid.challenge.id
-        hint = self.state.available if self.state is not None else 0
-        if self._mw.reserve_units is not None:
-            hint = min(self._mw.reserve_units * self.unit_price, hint)
-        want = max(need, hint)  # by default all that is authorized: one write per voucher
-
-        def run() -> tuple[ChannelState | None, int, PaymentError | None]:
-            for amount in dict.fromkeys((want, need)):
-                try:
-                    state = engine.charge(cid, amount, challenge_id=challenge_id, reserve=True)
-                    return state, amount, None
-                except InsufficientBalance as exc:
-                    short: PaymentError = exc
-                except PaymentError as exc:
-                    return engine.store.get(cid), 0, exc
-            return engine.store.get(cid), 0, short
-
-        state, amount, error = await self._mw.run_fast(run)
-        if state is not None:
-            self.state = state
-        if error is not None:
-            if not isinstance(error, InsufficientBalance):
-                self.ended = True  # finalized / close requested: stop serving (SES-21)
-            return error
-        self.reserved += amount
-        self._last_reservation = amount
-        return None
-
-    async def settle_reservation(self) -> None:
-        """Give back what was reserved but not delivered (SessionServer.release)."""
-        if self.paid is None or self._mw is None or self.reserved + self.unstarted <= 0:
-            return
-        amount, self.reserved, self.unstarted = self.reserved + self.unstarted, 0, 0
-        engine, cid, chid = self._mw.gate.engine, self.paid.channel_id, self.paid.challenge.id
-        with anyio.CancelScope(shield=True):
-            state = await self._mw.run_fast(lambda: engine.release(cid, amount, challenge_id=chid))
-            self.state = state or self.state
-
-
-def get_meter(request: Any) -> Meter:
-    """The Meter of a request (a Starlette/FastAPI Request or an ASGI scope)."""
-    scope = getattr(request, "scope", request)
-    meter = scope.get(SCOPE_KEY) if isinstance(scope, MutableMapping) else None
-    return meter if isinstance(meter, Meter) else Meter()
 
 
 class PaymentMiddleware:
@@ -442,7 +236,7 @@ class PaymentMiddleware:
                     held.append(DONE)
                     return
                 if not more:
-                    await meter.settle_reservation()
+                    await meter.settle_reservation()  # RECEIPTED: the final receipt follows
                     final = gate.receipt(paid, meter.state, meter.units or None)
                     await emit(format_event(RECEIPT, final))  # SES-32
                     while held:
@@ -506,8 +300,7 @@ class PaymentMiddleware:
             start["headers"] = headers
             await send(message)
             return
-        meter.response_started()
-        meter.event_stream = is_event_stream(_get(headers, "content-type"))
+        meter.response_started(is_event_stream(_get(headers, "content-type")))
         if meter.event_stream:
             meter.generation = self.begin_stream(paid.channel_id)
         start["paid_2xx"] = True

@@ -29,17 +29,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from mpp.http.asgi import (
-    ASGIApp,
-    Message,
-    Meter,
-    PaymentMiddleware,
-    Receive,
-    Scope,
-    Send,
-    get_meter,
-)
+from mpp.http.asgi import ASGIApp, Message, PaymentMiddleware, Receive, Scope, Send
 from mpp.http.asgi_body import ClientDisconnected, read_body, replay_body
+from mpp.http.meter import Meter, get_meter
 from mpp.http.server_core import PaymentGate, Price
 from mpp.inference.api import (
     MAX_BODY_BYTES,
