@@ -127,7 +127,12 @@ def serve() -> int:
     gate = PaymentGate(env.engine(), env.issuer(), routes, authorize=api_key_ok, failure_rate=None)
     timings: list[tuple[int, float]] = []
     config = uvicorn.Config(
-        app(gate, timings), host="127.0.0.1", port=cfg["port"], log_level="warning", lifespan="off"
+        app(gate, timings),
+        host="127.0.0.1",
+        port=cfg["port"],
+        log_level="warning",
+        lifespan="off",
+        timeout_graceful_shutdown=5,
     )
     uvicorn.Server(config).run()
     return 0
@@ -182,7 +187,11 @@ def main() -> int:
                 args.json.write_text(json.dumps(result, indent=2))
         finally:
             child.terminate()
-            child.wait(10)
+            try:
+                child.wait(10)
+            except subprocess.TimeoutExpired:  # a stream still open on the server: do not wait
+                child.kill()
+                child.wait(10)
     return 0
 
 

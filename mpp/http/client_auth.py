@@ -466,7 +466,9 @@ class PaymentAuth(httpx.Auth):
             delta = 0
         window = max(2 * self.lead_units(exchange) * exchange.unit_price, delta)
         # Ahead widens it as the bandwidth × delay window grows (never beyond max_lead).
-        budget = StreamBudget(exchange.unit_price, base, 0, max_window=self.payer.policy.max_lead)
+        budget = StreamBudget(
+            exchange.unit_price, base, 0, max_window=self.payer.policy.max_lead, signed=signed
+        )
         budget.widen(window)
         return budget
 

@@ -97,6 +97,7 @@ class Ahead:
             nxt = min(nxt, self.deposit)  # beyond it: need-voucher and a topUp (SES-31)
         if nxt <= self.target:
             return None
+        self.ex.budget.signing(nxt)
         self.target = nxt
         self.in_flight += 1
         return nxt
@@ -143,6 +144,7 @@ def plan_voucher(exchange: PaidExchange, event: PaymentEvent) -> tuple[str, int,
         topup = max(exchange.auth.topup_amount or 0, target - deposit)
     elif target > deposit:
         target = deposit  # prepay only what the deposit allows
+    exchange.budget.signing(target)
     return cid, target, topup
 
 
@@ -196,8 +198,8 @@ class PaidSyncStream(httpx.SyncByteStream):
         except ValueError:
             log.warning("ignored a malformed payment-need-voucher event")
             return
-        ex.budget.asked(required)  # ServerOverreach ends the stream: nothing is signed
-        self._answer(event, required)
+        if ex.budget.asked(required):  # ServerOverreach ends the stream: nothing is signed
+            self._answer(event, required)
 
     def _answer(self, event: PaymentEvent, required: int) -> None:
         ex = self._exchange
@@ -288,14 +290,15 @@ class PaidAsyncStream(httpx.AsyncByteStream):
             await anyio.to_thread.run_sync(self._exchange.add_receipt, event.data)
         elif event.event == NEED_VOUCHER:
             try:
-                self._exchange.budget.asked(_int(event.data, "requiredCumulative"))
+                answer = self._exchange.budget.asked(_int(event.data, "requiredCumulative"))
             except ServerOverreach as exc:
                 self._refused = exc  # raised by the reader: the stream ends, nothing signed
                 return
             except ValueError:
                 log.warning("ignored a malformed payment-need-voucher event")
                 return
-            self._spawn(self._answer(event))
+            if answer:
+                self._spawn(self._answer(event))
 
     def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
         task = asyncio.get_running_loop().create_task(work)

@@ -8,6 +8,13 @@ events at the challenge's unit price) plus the lookahead window plus one unit. A
 that, or more than `max_empty_asks` asks in a row that bring no content, is refused with
 `ServerOverreach`: the stream ends and nothing is signed.
 
+One request beyond it is not a refusal: an early ask (SES-31, not a pause) while the server still
+holds value we signed and it has not delivered, for at most one window more than we signed.
+That happens when a response starts with a lead
+carried over from an earlier one that is larger than this response's window: the server asks
+for the next unit at half of it. Nothing is signed for it and the stream goes on; when the server
+really runs dry, its ask is within the allowance.
+
 Pure (no I/O, no clock): the HTTP client feeds it what it reads.
 """
 
@@ -44,6 +51,7 @@ class StreamBudget:
     units_per_event: int = 1
     max_empty_asks: int = DEFAULT_MAX_EMPTY_ASKS
     max_window: int | None = None  # the spending policy's max_lead
+    signed: int = 0  # the highest cumulative we have signed on the channel
     delivered_units: int = 0
     empty_asks: int = 0
 
@@ -60,22 +68,37 @@ class StreamBudget:
             window = min(window, self.max_window)
         self.window = max(self.window, window)
 
+    @property
+    def lead_left(self) -> int:
+        """Value we signed that the server has not delivered yet (as far as we count)."""
+        return self.signed - self.base - self.delivered_units * self.unit_price
+
+    def signing(self, cumulative: int) -> None:
+        """We sign (or signed) a voucher for `cumulative`."""
+        self.signed = max(self.signed, cumulative)
+
     def delivered(self, events: int) -> None:
         """`events` content events arrived: they are delivered units."""
         if events > 0:
             self.delivered_units += events * self.units_per_event
             self.empty_asks = 0
 
-    def asked(self, required: int) -> None:
-        """A need-voucher for `required`: refuse it if it exceeds the allowance, or if the
-        server keeps asking with nothing delivered in between."""
+    def asked(self, required: int) -> bool:
+        """A need-voucher for `required`. True: answer it. False: an early ask beyond the
+        allowance (at most one window past what we signed) while the server still holds
+        undelivered value we signed; sign nothing, the stream goes on. Raises ServerOverreach
+        (the stream ends) when it exceeds the allowance otherwise, or when the server keeps
+        asking with nothing delivered in between."""
         self.empty_asks += 1
         if self.empty_asks > self.max_empty_asks:
             raise ServerOverreach(
                 f"the server asked for a voucher {self.empty_asks} times without sending "
                 "anything in between"
             )
+        if required > self.limit and self.lead_left > 0 and required <= self.signed + self.window:
+            return False
         self.check(required)
+        return True
 
     def check(self, cumulative: int) -> None:
         if cumulative > self.limit:

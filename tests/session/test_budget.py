@@ -25,6 +25,27 @@ def test_core_39_whole_deposit_after_two_tokens_is_refused() -> None:
     assert issubclass(ServerOverreach, PolicyViolation)
 
 
+def test_ses_31_early_ask_beyond_a_carried_lead_is_skipped_not_refused() -> None:
+    """A response starts with 400 we signed earlier but a window of 100: at half of it the
+    server asks early for the next unit. Nothing is signed and the stream goes on; once the
+    server has delivered what we signed, an ask beyond the allowance ends the stream."""
+    budget = StreamBudget(unit_price=1, base=1_000, window=100, signed=1_400)
+    budget.delivered(200)
+    assert budget.lead_left == 200
+    assert budget.asked(1_401) is False  # an early ask beyond our window: not answered
+    assert budget.asked(1_250) is True  # within the allowance: answered
+    with pytest.raises(ServerOverreach):
+        budget.asked(1_400 + 100 + 1)  # more than one window past what we signed
+    budget.delivered(1)
+    budget.delivered(199)
+    assert budget.lead_left == 0
+    with pytest.raises(ServerOverreach):
+        budget.asked(1_000 + 401 + 100 + 1)  # dry and beyond delivered + window + one unit
+    budget = StreamBudget(unit_price=1, base=1_000, window=100, signed=1_400)
+    budget.signing(1_300)
+    assert budget.signed == 1_400  # the highest signed, never lowered
+
+
 def test_core_39_asks_without_content_are_capped() -> None:
     budget = StreamBudget(unit_price=10, base=0, window=0, max_empty_asks=3)
     for _ in range(3):
