@@ -18,7 +18,7 @@ from fastapi.responses import StreamingResponse
 from mpp.chain.web3chain import Web3Chain
 from mpp.core import ChallengeIssuer
 from mpp.http import Meter, PaymentGate, PaymentMiddleware, Price, Route
-from mpp.http.fastapi import payment_meter
+from mpp.http.server.fastapi import payment_meter
 from mpp.session.engine import SessionServer
 from mpp.session.terms import SessionTerms
 from mpp.store import open_store

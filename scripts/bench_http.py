@@ -13,6 +13,8 @@ window; `--prepay N` fixes the lead instead). The failure rate limit is off here
 round-trip time (tests.delay_proxy), and the stream is a model at 100 tokens/s and unpaced:
 tokens/s paid vs unpaid (alternating rounds, one open channel), and the time to the first
 token on the open channel, paid vs unpaid (median of `--ttft` requests).
+
+`MPP_BENCH_PROFILE=/tmp/server.prof` writes a cProfile of the server process there.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -151,7 +154,18 @@ def main() -> int:
     ap.add_argument("--json", type=Path, help="also write the results as JSON here")
     args = ap.parse_args()
     if args.serve:
-        return serve()
+        profile = os.environ.get("MPP_BENCH_PROFILE")  # where to write the server's cProfile
+        if not profile:
+            return serve()
+        import cProfile
+        import signal
+
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # write the profile on terminate
+        with cProfile.Profile() as prof:
+            try:
+                return serve()
+            finally:
+                prof.dump_stats(profile)
     with Devnet.start() as devnet, tempfile.TemporaryDirectory() as tmp:
         payer_acct, payee_acct = devnet.new_accounts(2, amount=10**9)
         env = Env(devnet, "0x" + payer_acct.key.hex(), "0x" + payee_acct.key.hex(), Path(tmp))

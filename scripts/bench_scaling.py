@@ -50,7 +50,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from mpp.chain.devnet import Devnet  # noqa: E402
-from mpp.http.asgi import Receive, Scope, Send  # noqa: E402
+from mpp.http.server.asgi import Receive, Scope, Send  # noqa: E402
 
 TOKEN = "0x20c0000000000000000000000000000000000000"
 API_KEY = "sk-bench-scaling"

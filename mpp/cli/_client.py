@@ -18,6 +18,7 @@ from mpp.core.credential import Credential
 from mpp.core.errors import PaymentError
 from mpp.core.receipt import parse_receipt
 from mpp.session.payer import Payer
+from mpp.session.scheme import is_ours
 
 __all__ = ["CloseFailed", "close_over_http"]
 
@@ -32,7 +33,7 @@ def _challenge(response: httpx.Response) -> Challenge:
     except PaymentError:
         offered = []
     for challenge in offered:
-        if (challenge.method, challenge.intent) == ("tempo", "session"):
+        if is_ours(challenge.method, challenge.intent):
             return challenge
     raise CloseFailed(f"no tempo/session challenge from the server (HTTP {response.status_code})")
 

@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 
 from mpp.chain.web3chain import Web3Chain
 from mpp.core.binding import ChallengeIssuer
-from mpp.http.asgi import ASGIApp, PaymentMiddleware
+from mpp.http.server.asgi import ASGIApp, PaymentMiddleware
 from mpp.inference.server import UNIT_TYPE, create_app
 from mpp.inference.settings import InferenceSettings, PaymentConfig
 from mpp.session.engine import SessionServer
@@ -83,7 +83,7 @@ def serve_in_thread(
     """
     import uvicorn
 
-    from mpp.http.uvicorn_guard import server_config
+    from mpp.http.server.uvicorn_guard import server_config
 
     app: ASGIApp = create_app(settings)
     port = port or free_port(host)

@@ -5,11 +5,19 @@ the openai SDK). Server: `PaymentGate` (framework-neutral) and `PaymentMiddlewar
 standalone, Starlette, FastAPI) with `get_meter(request).charge(units)` for metered streams.
 """
 
-from mpp.http.asgi import PaymentMiddleware
-from mpp.http.client_auth import PaymentAuth
-from mpp.http.client_model import RECEIPTS_KEY, PaidExchange, PaymentDeclined
-from mpp.http.meter import Meter, Phase, get_meter
-from mpp.http.server_core import Answer, PaymentGate, Price, RequestInfo, Route
+from mpp.http.client import RECEIPTS_KEY, PaidExchange, PaymentAuth, PaymentDeclined
+from mpp.http.server import (
+    Answer,
+    Meter,
+    PaymentGate,
+    PaymentMiddleware,
+    Phase,
+    Price,
+    RequestInfo,
+    Route,
+    VoucherWaiters,
+    get_meter,
+)
 from mpp.http.sse import (
     NEED_VOUCHER,
     RECEIPT,
@@ -18,7 +26,6 @@ from mpp.http.sse import (
     format_event,
     is_event_stream,
 )
-from mpp.http.waiters import VoucherWaiters
 
 __all__ = [
     "NEED_VOUCHER",

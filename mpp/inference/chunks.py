@@ -8,9 +8,13 @@ import secrets
 from dataclasses import dataclass
 from typing import Any, Final
 
+from mpp.session.scheme import END_OF_STREAM
+
 __all__ = ["DONE", "ChunkWriter", "Usage", "completion_body"]
 
-DONE: Final = b"data: [DONE]\n\n"
+# The stream's terminator is the session scheme's: the payment layer puts the final receipt
+# before exactly these bytes (SES-32).
+DONE: Final = END_OF_STREAM
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,8 +17,7 @@ from typing import IO, Any
 import httpx
 
 from mpp.core.amounts import decimal_amount
-from mpp.http.client_auth import PaymentAuth
-from mpp.http.client_model import RECEIPTS_KEY
+from mpp.http.client import RECEIPTS_KEY, PaymentAuth
 from mpp.session.payer import Payer
 
 __all__ = [

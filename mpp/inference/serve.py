@@ -20,7 +20,7 @@ __all__ = ["main", "serve"]
 def serve(settings: InferenceSettings, host: str = "127.0.0.1", port: int = 8000) -> None:
     import uvicorn
 
-    from mpp.http.uvicorn_guard import server_config
+    from mpp.http.server.uvicorn_guard import server_config
 
     uvicorn.Server(server_config(create_app(settings), host, port)).run()
 

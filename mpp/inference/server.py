@@ -29,10 +29,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from mpp.http.asgi import ASGIApp, Message, PaymentMiddleware, Receive, Scope, Send
-from mpp.http.asgi_body import ClientDisconnected, read_body, replay_body
-from mpp.http.meter import Meter, get_meter
-from mpp.http.server_core import PaymentGate, Price
+from mpp.http.server.asgi import ASGIApp, Message, PaymentMiddleware, Receive, Scope, Send
+from mpp.http.server.body import ClientDisconnected, read_body, replay_body
+from mpp.http.server.gate import PaymentGate
+from mpp.http.server.meter import Meter, get_meter
+from mpp.http.server.routes import Price
 from mpp.inference.api import (
     MAX_BODY_BYTES,
     APIError,
@@ -268,15 +269,13 @@ async def _send(send: Send, status: int, headers: Mapping[str, str], body: bytes
 
 
 def _paid_send(send: Send) -> Send:
-    """The paid path's `send`: problem+json bodies gain the OpenAI `error` object, and a stream's
-    `data: [DONE]` is held back until the end so the payment layer's final `payment-receipt`
-    event comes before it (the openai SDK stops reading at `[DONE]`)."""
+    """The paid path's `send`: problem+json bodies gain the OpenAI `error` object. (The final
+    `payment-receipt` event before a stream's `data: [DONE]` is the middleware's: SES-32.)"""
     held: Message | None = None
     body = b""
-    done = False
 
     async def wrapped(message: Message) -> None:
-        nonlocal held, body, done
+        nonlocal held, body
         if message["type"] == "http.response.start":
             ctype = dict(message.get("headers", [])).get(b"content-type", b"")
             if bytes(ctype).startswith(b"application/problem+json"):
@@ -293,14 +292,6 @@ def _paid_send(send: Send) -> Send:
             await send({"type": "http.response.body", "body": new, "more_body": False})
             held = None
             return
-        elif message["type"] == "http.response.body":
-            chunk = bytes(message.get("body", b""))
-            if chunk == DONE and message.get("more_body", False):
-                done = True
-                return
-            if done and not message.get("more_body", False):
-                await send({"type": "http.response.body", "body": DONE, "more_body": True})
-                done = False
         await send(message)
 
     return wrapped

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mpp.core.binding import ChallengeIssuer
-from mpp.http.waiters import VoucherWaiters
+from mpp.http.server.waiters import VoucherWaiters
 from mpp.inference.pricing import Price, default_unit_price
 from mpp.inference.providers.base import Provider
 from mpp.inference.providers.embedded import EmbeddedProvider, GlassModel
@@ -35,7 +35,7 @@ class PaymentConfig:
     engine: SessionServer
     issuer: ChallengeIssuer
     voucher_timeout: float = 60.0
-    reserve_units: int | None = None  # None: all a voucher authorizes (mpp.http.asgi)
+    reserve_units: int | None = None  # None: all a voucher authorizes (mpp.http.server.asgi)
     failure_rate: float | None = 10.0
     # Paused streams; the chain watcher wakes them from its thread (`waiters.wake`).
     waiters: VoucherWaiters = field(default_factory=VoucherWaiters)

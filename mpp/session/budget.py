@@ -55,6 +55,25 @@ class StreamBudget:
     delivered_units: int = 0
     empty_asks: int = 0
 
+    @classmethod
+    def for_response(
+        cls,
+        *,
+        unit_price: int,
+        signed: int,
+        spent: int,
+        lead: int,
+        min_voucher_delta: int = 0,
+        max_window: int | None = None,
+    ) -> StreamBudget:
+        """The allowance of a response that starts with `signed` signed by us and `spent`
+        earned as far as we know (the header receipt's): its base is what was covered, never
+        above what we signed; its window twice the lead value (`lead` in base units), at least
+        `min_voucher_delta` so the server may ask for a voucher it would accept (SES-23)."""
+        budget = cls(unit_price, min(signed, spent), 0, max_window=max_window, signed=signed)
+        budget.widen(max(2 * lead, min_voucher_delta))
+        return budget
+
     @property
     def limit(self) -> int:
         """The highest cumulative amount this response may make us sign."""

@@ -2,39 +2,34 @@
 
 `SessionServer.handle(payload, challenge_id=...)` dispatches open / topUp / voucher / close
 (tempo v1, PROTOCOL.md §2); `charge()` deducts a request's cost, optionally as a reservation
-that is later committed (delivered) or released (given back); `receipt()` and
-`need_voucher_event()` render what goes back to the client; `check_challenge()` maps the core's
-challenge errors onto the session's (AMB-05/06). The per-channel decisions are the
-pure functions in mpp.session.accounting, run inside `Store.update`; this module does the I/O
-around them: signature recovery (before the store lock), chain reads on a short TTL, and
-broadcasts for open / topUp (mpp.session.funding) and settle / close.
+that is later committed (delivered) or released (given back, mpp.session.reservations);
+`receipt()` and `need_voucher_event()` render what goes back to the client
+(mpp.session.receipts); `check_challenge()` maps the core's challenge errors onto the
+session's (AMB-05/06). The per-channel decisions are the pure functions in
+mpp.session.accounting, run inside `Store.update`; this module and its helpers do the I/O around
+them: signature recovery (here, before the store lock), chain reads on a short TTL
+(mpp.session.lookup), broadcasts for open / topUp (mpp.session.funding), settle and close
+(mpp.session.closing, mpp.session.settlement).
 
 Synchronous by design: the ASGI layer calls it from a worker thread.
 """
 
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from mpp.core.binding import ChallengeIssuer
 from mpp.core.challenge import Challenge
-from mpp.core.errors import (
-    ChainUnavailable,
-    ChallengeExpired,
-    ChallengeNotFound,
-    ChannelFinalized,
-    ChannelNotFound,
-    PaymentError,
-    VerificationFailed,
-)
+from mpp.core.errors import ChallengeExpired, ChallengeNotFound, ChannelFinalized
 from mpp.session import accounting as acc
+from mpp.session.closing import Closer
 from mpp.session.funding import Funding
 from mpp.session.holds import Holds
+from mpp.session.lookup import ChannelLookup
 from mpp.session.payloads import (
     ClosePayload,
     OpenPayload,
@@ -43,15 +38,13 @@ from mpp.session.payloads import (
     parse_payload,
 )
 from mpp.session.ports import Chain, ChannelState, Mutation, Store
+from mpp.session.receipts import need_voucher_fields, receipt_fields
+from mpp.session.reservations import Reservations
 from mpp.session.settlement import SettlementPolicy, Settler
 from mpp.session.terms import SessionTerms
 from mpp.session.voucher import normalize_signature, recover_voucher_signer
 
 __all__ = ["SessionResult", "SessionServer"]
-
-log = logging.getLogger(__name__)
-
-_MISSING_CACHE_MAX = 10_000
 
 
 @dataclass(frozen=True)
@@ -63,13 +56,6 @@ class SessionResult:
     receipt: dict[str, Any]
     tx_hash: str | None = None
     reserved: int = 0  # charged with the voucher, not delivered yet (see `handle(reserve=)`)
-
-
-@dataclass
-class _Memo:
-    # In-process only (never relied on for correctness): throttles chain reads.
-    missing: dict[str, int] = field(default_factory=dict)  # unknown ids → when checked
-    refresh_attempt: dict[str, int] = field(default_factory=dict)
 
 
 def _canonical(signature: str) -> str:
@@ -102,16 +88,19 @@ class SessionServer:
         self.chain = chain
         self.terms = terms
         self.method = method
-        self.refresh_ttl = refresh_ttl
         self.settlement = SettlementPolicy() if settlement is None else settlement
         self.reject_lower_vouchers = reject_lower_vouchers
         self.tx_timeout = tx_timeout
         self._now = now
-        self._memo = _Memo()
         self._holds = Holds()
+        self._channels = ChannelLookup(
+            store, chain, self._holds, now=self.now, refresh_ttl=refresh_ttl
+        )
         self._settler = Settler(
             store, chain, self.settlement, now=self.now, tx_timeout=tx_timeout, holds=self._holds
         )
+        self._reservations = Reservations(store, self._holds, now=self.now)
+        self._closer = Closer(store, self._settler, self._holds, now=self.now)
         self._funding = Funding(
             chain,
             fee_payer_key=fee_payer_key,
@@ -122,6 +111,16 @@ class SessionServer:
 
     def now(self) -> int:
         return int(self._now())
+
+    @property
+    def refresh_ttl(self) -> int:
+        """Seconds a stored channel is served without a chain read (and an unknown id is not
+        looked up again)."""
+        return self._channels.refresh_ttl
+
+    @refresh_ttl.setter
+    def refresh_ttl(self, seconds: int) -> None:
+        self._channels.refresh_ttl = seconds
 
     # --- dispatch -------------------------------------------------------------------------------
 
@@ -178,84 +177,14 @@ class SessionServer:
         except ChallengeExpired:
             raise ChallengeNotFound("challenge expired") from None
 
-    # --- state lookup and refresh ---------------------------------------------------------------
+    # --- channel state (mpp.session.lookup) -----------------------------------------------------
 
     def _rules(self, terms: SessionTerms) -> acc.VoucherRules:
         return acc.VoucherRules(terms.min_voucher_delta, self.reject_lower_vouchers)
 
-    def _check_route(self, state: ChannelState, terms: SessionTerms) -> None:
-        """A channel of another escrow, chain, payee or token does not exist for this route."""
-        if state.escrow != terms.escrow_contract or state.chain_id != terms.chain_id:
-            raise ChannelNotFound("channel belongs to another escrow or chain")
-        if state.payee != terms.recipient or state.token != terms.currency:
-            raise VerificationFailed("channel payee or token does not match this route")
-
-    def _lookup(self, channel_id: str, terms: SessionTerms) -> ChannelState:
-        """The stored state, refreshed on the TTL; an unknown id is looked up on chain once."""
-        state = self.store.get(channel_id)
-        if state is None:
-            state = self._adopt(channel_id, terms)
-        self._check_route(state, terms)
-        return self._refresh_if_stale(state)
-
-    def _adopt(self, channel_id: str, terms: SessionTerms) -> ChannelState:
-        now = self.now()
-        checked = self._memo.missing.get(channel_id)
-        if checked is not None and now - checked < self.refresh_ttl:
-            raise ChannelNotFound("unknown channel")
-        onchain = self.chain.read_channel(terms.escrow_contract, channel_id)
-        if not onchain.exists or onchain.finalized:
-            if len(self._memo.missing) >= _MISSING_CACHE_MAX:
-                self._memo.missing.clear()
-            self._memo.missing[channel_id] = now
-            if onchain.finalized:
-                raise ChannelFinalized("channel is finalized")
-            raise ChannelNotFound("unknown channel")
-        fresh = acc.state_from_chain(
-            onchain, escrow=terms.escrow_contract, chain_id=terms.chain_id, now=now
-        )
-        self._check_route(fresh, terms)
-        adopted = self.store.update(
-            channel_id, lambda cur: Mutation(fresh if cur is None else None)
-        )
-        assert adopted is not None
-        return adopted
-
-    def _refresh_if_stale(self, state: ChannelState) -> ChannelState:
-        now = self.now()
-        if state.finalized or now - state.refreshed_at < self.refresh_ttl:
-            return state
-        attempted = self._memo.refresh_attempt.get(state.channel_id, 0)
-        if now - attempted < self.refresh_ttl:
-            return state
-        self._memo.refresh_attempt[state.channel_id] = now
-        try:
-            return self.refresh(state.channel_id)
-        except ChainUnavailable:
-            # Keep serving from the store during an RPC outage; retried after the TTL.
-            log.warning("chain refresh failed for %s; using stored state", state.channel_id)
-            return state
-
     def refresh(self, channel_id: str) -> ChannelState:
         """Re-read the channel from chain and merge it (deposit, settled, close request)."""
-        state = self.store.get(channel_id)
-        if state is None:
-            raise ChannelNotFound("unknown channel")
-        onchain = self.chain.read_channel(state.escrow, state.channel_id)
-        now = self.now()
-        new = self.store.update(channel_id, lambda cur: acc.apply_refresh(cur, onchain, now=now))
-        assert new is not None
-        self._sync_serving(new)
-        return new
-
-    def _sync_serving(self, state: ChannelState) -> None:
-        """SES-21: a channel with a close requested (or finalized) delivers nothing more, not
-        even from reservations made before: what is held stays undelivered (mpp.session.holds).
-        A top-up cancels the request on chain and serving resumes."""
-        if state.finalized or state.close_requested_at:
-            self._holds.freeze(state.channel_id)
-        else:
-            self._holds.thaw(state.channel_id)
+        return self._channels.refresh(channel_id)
 
     def serving(self, channel_id: str) -> bool:
         """Whether units may still be delivered on this channel by this process."""
@@ -281,7 +210,7 @@ class SessionServer:
         reserve: int = 0,
         partial: bool = False,
     ) -> tuple[ChannelState, int]:
-        state = self._lookup(p.channel_id, terms)
+        state = self._channels.get(p.channel_id, terms)
         signer = self._recover(state, terms, p.cumulative_amount, p.signature)
         signature = _canonical(p.signature)
         rules, now = self._rules(terms), self.now()
@@ -351,7 +280,7 @@ class SessionServer:
     def _topup(
         self, p: TopUpPayload, terms: SessionTerms, expires: int | None
     ) -> tuple[ChannelState, str]:
-        state = self._lookup(p.channel_id, terms)
+        state = self._channels.get(p.channel_id, terms)
         if state.finalized:
             raise ChannelFinalized("channel is finalized")
         deadline = self._funding.chain_deadline(expires, self.now())
@@ -361,7 +290,7 @@ class SessionServer:
         assert new is not None
         return new, tx_hash
 
-    # --- per-request charging (SES-27, SES-31) --------------------------------------------------
+    # --- per-request charging (SES-27, SES-31; mpp.session.reservations) ------------------------
 
     def charge(
         self,
@@ -379,15 +308,8 @@ class SessionServer:
         `reserve=True` (SES-30): the units are not delivered yet; the caller then `commit()`s
         what it delivers and `release()`s the rest, and receipts leave them out meanwhile.
         """
-        state = self._lookup(channel_id.lower(), terms or self.terms)
-        now = self.now()
-        cid = state.channel_id
-        with self._holds.lock(cid):  # spent and holds change together
-            new = self.store.update(cid, lambda cur: acc.apply_charge(cur, cost, now=now))
-            assert new is not None
-            if reserve:
-                self._holds.add(cid, cost)
-        return new
+        state = self._channels.get(channel_id.lower(), terms or self.terms)
+        return self._reservations.charge(state.channel_id, cost, reserve=reserve)
 
     def commit(self, channel_id: str, amount: int, *, force: bool = False) -> bool:
         """Reserved units are delivered now: receipts and settlement count them (no store
@@ -404,22 +326,7 @@ class SessionServer:
         never drops below what was delivered; the rest of `amount` is ignored. `challenge_id`
         is for attribution (logs). Returns the new state (None for an unknown channel).
         """
-        cid = channel_id.lower()
-        now = self.now()
-        with self._holds.lock(cid):  # spent and holds change together
-            back = self._holds.take(cid, amount)
-            if back < amount:
-                log.warning("release of %d on %s exceeds its reservation", amount - back, cid)
-            if back == 0:
-                return self.store.get(cid)
-            log.debug("release %d on %s (challenge %s)", back, cid, challenge_id)
-            try:
-                return self.store.update(cid, lambda cur: acc.apply_release(cur, back, now=now))
-            except ChannelNotFound:
-                return None
-            except BaseException:
-                self._holds.add(cid, back)  # still charged in the store: still held
-                raise
+        return self._reservations.release(channel_id.lower(), amount, challenge_id=challenge_id)
 
     def held(self, channel_id: str) -> int:
         """Reserved, not yet delivered units of this process on `channel_id`."""
@@ -434,13 +341,7 @@ class SessionServer:
         refused as too small (SES-23).
         """
         delta = (terms or self.terms).min_voucher_delta
-        required = max(state.spent + cost, state.accepted_cumulative + delta)
-        return {
-            "channelId": state.channel_id,
-            "requiredCumulative": str(required),
-            "acceptedCumulative": str(state.accepted_cumulative),
-            "deposit": str(state.deposit),
-        }
+        return need_voucher_fields(state, cost, min_voucher_delta=delta)
 
     def receipt(
         self,
@@ -455,24 +356,17 @@ class SessionServer:
         `spent` leaves out this process's undelivered reservations (SES-30)."""
         spent = state.spent - min(state.spent, self._holds.get(state.channel_id))
         stamp = datetime.fromtimestamp(self._now(), UTC).isoformat(timespec="milliseconds")
-        receipt: dict[str, Any] = {
-            "method": self.method,
-            "intent": "session",
-            "status": "success",
-            "timestamp": stamp.replace("+00:00", "Z"),
-            "reference": state.channel_id,
-            "challengeId": challenge_id,
-            "channelId": state.channel_id,
-            "acceptedCumulative": str(state.accepted_cumulative),
-            "spent": str(spent),
-        }
-        if units is not None:
-            receipt["units"] = units
-        if tx_hash is not None:
-            receipt["txHash"] = tx_hash
-        return receipt
+        return receipt_fields(
+            state,
+            method=self.method,
+            delivered=spent,
+            challenge_id=challenge_id,
+            timestamp=stamp.replace("+00:00", "Z"),
+            units=units,
+            tx_hash=tx_hash,
+        )
 
-    # --- settlement and close -------------------------------------------------------------------
+    # --- settlement and close (mpp.session.closing) ---------------------------------------------
 
     def settle(self, channel_id: str) -> str | None:
         """Capture exactly what was delivered on one channel (SES-35/36); the tx hash, or None
@@ -483,66 +377,31 @@ class SessionServer:
         """Run the settlement policy once; {channelId: txHash}. Channels whose payer requested a
         close are closed at once (SES-38: before the grace period ends, whatever the policy),
         idle ones too (SES-44); the others are settled when due."""
-        done: dict[str, str] = {}
-        for cid in self._settler.due_closes():
-            try:
-                done[cid] = self.close_channel(cid)[1]
-            except (ChannelFinalized, ChannelNotFound):
-                continue  # closed meanwhile (another process, the payer's withdraw)
-            except PaymentError as exc:
-                log.warning("closing channel %s failed (retried): %s", cid, exc.detail)
-        done.update(self._settler.maybe_settle())
-        return done
+        return self._closer.run_policy()
 
     def close_channel(self, channel_id: str) -> tuple[ChannelState, str]:
         """Close a channel on the server's own initiative (idle channels, the operator),
         capturing exactly what was delivered and refunding the rest."""
-        cid = channel_id.lower()
-        now = self.now()
-        frozen = self.store.update(cid, lambda cur: acc.apply_freeze(cur, now=now))
-        assert frozen is not None
-        self._holds.freeze(cid)
-        return self._close_frozen(frozen)
-
-    def _close_frozen(
-        self, frozen: ChannelState, cum: int = 0, signature: str | None = None
-    ) -> tuple[ChannelState, str]:
-        try:
-            return self._settler.close(frozen, cum, signature)
-        finally:
-            state = self.store.get(frozen.channel_id)
-            if state is not None:
-                self._sync_serving(state)  # unfrozen again when the close did not happen
+        return self._closer.by_server(channel_id.lower())
 
     def reconcile(self, channel_id: str) -> ChannelState:
         """After a close whose transaction outcome was unknown: take the chain's word."""
-        state = self._settler.reconcile(channel_id.lower())
-        self._sync_serving(state)
-        return state
+        return self._closer.reconcile(channel_id.lower())
 
     def _close(
         self, p: ClosePayload, terms: SessionTerms, challenge_id: str
     ) -> tuple[ChannelState, str]:
-        state = self._lookup(p.channel_id, terms)
+        state = self._channels.get(p.channel_id, terms)
         if state.finalized:
             # A row frozen by an earlier close whose outcome was unknown (RPC outage, dropped
             # tx) would otherwise refuse every retry with 410: take the chain's word first.
             # An RPC that is still down surfaces as ChainUnavailable (503, Retry-After).
             state = self.reconcile(state.channel_id)
         signer = self._recover(state, terms, p.cumulative_amount, p.signature)
-        signature = _canonical(p.signature)
-        now = self.now()
-        frozen = self.store.update(
+        return self._closer.by_payer(
             p.channel_id,
-            lambda cur: acc.apply_close(
-                cur,
-                cum=p.cumulative_amount,
-                signature=signature,
-                signer=signer,
-                challenge_id=challenge_id,
-                now=now,
-            ),
+            cum=p.cumulative_amount,
+            signature=_canonical(p.signature),
+            signer=signer,
+            challenge_id=challenge_id,
         )
-        assert frozen is not None
-        self._holds.freeze(frozen.channel_id)  # what is held now stays undelivered
-        return self._close_frozen(frozen, p.cumulative_amount, signature)

@@ -20,6 +20,8 @@ from __future__ import annotations
 import threading
 from zlib import crc32
 
+from mpp.session.ports import ChannelState
+
 _STRIPES = 64
 
 
@@ -71,6 +73,15 @@ class Holds:
     def frozen(self, cid: str) -> bool:
         with self._lock:
             return cid in self._frozen
+
+    def follow(self, state: ChannelState) -> None:
+        """SES-21: a channel with a close requested (or finalized) delivers nothing more, not
+        even from reservations made before: what is held stays undelivered. A top-up cancels
+        the request on chain and serving resumes."""
+        if state.finalized or state.close_requested_at:
+            self.freeze(state.channel_id)
+        else:
+            self.thaw(state.channel_id)
 
     def _take(self, cid: str, amount: int) -> int:
         held = self._held.get(cid, 0)

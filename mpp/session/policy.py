@@ -49,7 +49,7 @@ class SpendingPolicy:
 
     def lead_units_cap(self, unit_price: int) -> int | None:
         """The most units a lookahead window may hold: vouchers are signed up to twice the
-        window ahead of delivery (mpp.http.client_stream), and that stays within `max_lead`."""
+        window ahead of delivery (mpp.session.ahead), and that stays within `max_lead`."""
         if self.max_lead is None:
             return None
         return max(0, self.max_lead // max(1, 2 * unit_price))

@@ -146,7 +146,7 @@ class VoucherFeed(Protocol):
     for each, from a listener thread, and `callback(None)` when announcements may have been
     missed (the listener reconnected): wake everything. Returns an unsubscribe function.
     PostgreSQL implements it (LISTEN/NOTIFY); SQLite and memory do not (one process's
-    wake-ups stay in-process, mpp.http.waiters).
+    wake-ups stay in-process, mpp.http.server.waiters).
     """
 
     def subscribe_vouchers(self, callback: Callable[[str | None], None]) -> Callable[[], None]: ...

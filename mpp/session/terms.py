@@ -106,6 +106,11 @@ class SessionTerms:
         """CORE-20: everything that binds payment to this route, except the suggested channel."""
         return self.with_channel(None) == other.with_channel(None)
 
+    def same_payee(self, other: SessionTerms) -> bool:
+        """Paid to the same party: recipient, token, escrow and chain."""
+        keys = ("recipient", "currency", "escrow_contract", "chain_id")
+        return all(getattr(self, k) == getattr(other, k) for k in keys)
+
     def to_request(self) -> dict[str, Any]:
         """The challenge `request` object (to be JCS-serialized by the codec)."""
         details: dict[str, Any] = {

@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 from mpp.cli._common import CliError, amount_arg
 from mpp.core.amounts import MAX_AMOUNT, decimal_amount, decimal_seconds
-from mpp.http.client_model import retry_after, superseded
+from mpp.http.client.exchange import retry_after, superseded
 from mpp.session.terms import TermsError, parse_amount
 
 HOSTILE = [

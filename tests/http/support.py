@@ -21,8 +21,8 @@ from fastapi.responses import StreamingResponse
 
 from mpp.core.binding import ChallengeIssuer
 from mpp.http import Meter, PaymentGate, PaymentMiddleware, Price, Route, get_meter
-from mpp.http.fastapi import payment_meter
-from mpp.http.server_core import RequestInfo
+from mpp.http.server.fastapi import payment_meter
+from mpp.http.server.routes import RequestInfo
 from mpp.session.engine import SessionServer
 from mpp.session.payer import Payer
 from mpp.session.policy import SpendingPolicy

@@ -1,13 +1,13 @@
 """The pure parts of the payment path's protection: the failure token bucket's peek and the
-known-channel set that routes vouchers to the paying lane (mpp.http.ratelimit, lanes)."""
+known-channel set that routes vouchers to the paying lane (mpp.http.server.ratelimit, lanes)."""
 
 from __future__ import annotations
 
 import pytest
 
-import mpp.http.lanes as lanes
-from mpp.http.lanes import WorkLanes
-from mpp.http.ratelimit import RateLimiter
+import mpp.http.server.lanes as lanes
+from mpp.http.server.lanes import WorkLanes
+from mpp.http.server.ratelimit import RateLimiter
 
 
 def test_ses_42_waiting_peeks_without_taking() -> None:

@@ -1,5 +1,5 @@
 """Vouchers naming channels nobody opened cost a chain RPC each; they take the bounded lookup
-lane (mpp.http.lanes), so a paying stream never waits behind them (SES-42 as decided).
+lane (mpp.http.server.lanes), so a paying stream never waits behind them (SES-42 as decided).
 
 Real uvicorn and anvil; the server's RPC goes through a 40 ms delay proxy (a slow provider).
 """
@@ -21,7 +21,7 @@ from mpp.chain.web3chain import Web3Chain
 from mpp.core.challenge import Challenge, parse_challenges
 from mpp.core.credential import Credential
 from mpp.http import RECEIPTS_KEY, PaymentAuth, PaymentGate, PaymentMiddleware, Route
-from mpp.http.lanes import LOOKUP_CONCURRENCY
+from mpp.http.server.lanes import LOOKUP_CONCURRENCY
 from mpp.session.engine import SessionServer
 from mpp.session.voucher import sign_voucher
 from mpp.store.sqlite import SqliteStore

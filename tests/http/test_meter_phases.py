@@ -1,4 +1,4 @@
-"""The paid response's state machine (mpp.http.meter.Phase), observed on a real uvicorn:
+"""The paid response's state machine (mpp.http.server.meter.Phase), observed on a real uvicorn:
 reserved → streaming ↔ awaiting voucher → receipted, reserved → started → receipted for a
 non-stream answer, and nothing reserved is left behind once receipted."""
 
@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from mpp.http import RECEIPTS_KEY, Meter, PaymentAuth, PaymentMiddleware, Phase, get_meter
-from mpp.http.meter import _NEXT
+from mpp.http.server.meter import _NEXT
 from tests.http.support import Env, ServerThread, final_receipt
 
 

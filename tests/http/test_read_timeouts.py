@@ -1,4 +1,4 @@
-"""Header and body read timeouts (mpp.http.uvicorn_guard), on the uvicorn configuration that
+"""Header and body read timeouts (mpp.http.server.uvicorn_guard), on the uvicorn configuration that
 `mpp serve` runs: a half-sent request gets 408 and its connection closes; it never reaches the
 app, and a body cut short is never acted on. Raw sockets against a real uvicorn."""
 
@@ -12,7 +12,7 @@ from collections.abc import Iterator
 import pytest
 import uvicorn
 
-from mpp.http.uvicorn_guard import GuardedH11Protocol, server_config
+from mpp.http.server.uvicorn_guard import GuardedH11Protocol, server_config
 from tests.http.support import Counters, Env, free_port, plain_app
 
 TIMEOUT = 0.5

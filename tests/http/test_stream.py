@@ -114,7 +114,7 @@ def test_ses_31_stream_ends_cleanly_when_no_voucher_comes(env: Env) -> None:
     try:
         payer = env.payer_for()
         auth = PaymentAuth(payer, allow_insecure=True, deposit=2_000)
-        auth.send_voucher_sync = lambda *a, **k: None  # type: ignore[method-assign]
+        auth.send_voucher = lambda *a, **k: None  # type: ignore[method-assign]
         with httpx.Client(auth=auth, timeout=30) as client:
             r = client.get(server.url + "/stream?n=50")
         assert r.status_code == 200

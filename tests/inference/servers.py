@@ -20,7 +20,7 @@ from typing import Any
 import httpx
 import uvicorn
 
-from mpp.http.asgi import ASGIApp
+from mpp.http.server.asgi import ASGIApp
 
 MODEL = "glassllm-en"
 UPSTREAM_KEY = "upstream-test-key"

@@ -122,7 +122,7 @@ def test_lead_always_within_policy_and_positive(
 
 
 def test_policy_lead_units_cap_halves_max_lead_per_unit() -> None:
-    """Vouchers are signed up to twice the window ahead (mpp.http.client_stream): a window of
+    """Vouchers are signed up to twice the window ahead (mpp.session.ahead): a window of
     `max_lead // (2 × price)` units keeps everything signed ahead within `max_lead`."""
     assert SpendingPolicy(max_lead=1_000).lead_units_cap(10) == 50
     assert SpendingPolicy(max_lead=19).lead_units_cap(10) == 0

@@ -1,32 +1,26 @@
-"""The client's small data types: one paid exchange, the cached challenge of a route, and
-helpers that read a server's answers (problem bodies, amounts, Retry-After)."""
+"""The client's small data types: one paid exchange, what a paid stream needs from the client
+that paid for it (`Paying`), and helpers that read a server's answers (problem bodies and their
+amounts, Retry-After)."""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import httpx
 
 from mpp.core.amounts import decimal_amount, decimal_seconds
 from mpp.core.challenge import Challenge
-from mpp.core.digest import check_content_digest
 from mpp.core.errors import PaymentError
 from mpp.core.rfc3339 import parse_rfc3339
 from mpp.session.budget import StreamBudget
-from mpp.session.terms import SessionTerms
 from mpp.session.window import LeadWindow
-
-if TYPE_CHECKING:
-    from mpp.http.client_auth import PaymentAuth
 
 PAID_RETRY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 RECEIPTS_KEY = "mpp.receipts"
-REUSE_MARGIN = 5.0  # seconds a cached challenge must still have before `expires` (CORE-14)
-MAX_CACHED = 256  # cached challenges (one per origin, path and method)
-RouteKey = tuple[str, str, str]
+RouteKey = tuple[str, str, str]  # (origin, path, method): mpp.http.client.routes
 
 
 class PaymentDeclined(PaymentError):
@@ -37,11 +31,29 @@ class PaymentDeclined(PaymentError):
     title = "Payment declined by the client"
 
 
+class Paying(Protocol):
+    """What a paid stream asks of the client that paid for it (`PaymentAuth`). Every method may
+    block (signing, the payer's records, HTTP, the chain): streams call them in worker
+    threads."""
+
+    timeout: float
+    prepay_units: int | None
+    topup_amount: int | None
+
+    def deposit_of(self, channel_id: str) -> int | None: ...
+
+    def send_voucher(self, ex: PaidExchange, channel_id: str, cumulative: int) -> None: ...
+
+    def topup(self, ex: PaidExchange, channel_id: str, additional: int) -> None: ...
+
+    def remember_receipt(self, receipt: dict[str, Any]) -> None: ...
+
+
 @dataclass
 class PaidExchange:
     """One paid request: its challenge and channel, and the receipts it got."""
 
-    auth: PaymentAuth
+    paying: Paying
     url: str
     challenge: Challenge
     channel_id: str
@@ -57,7 +69,7 @@ class PaidExchange:
     def add_receipt(self, data: Mapping[str, Any]) -> None:
         receipt = dict(data)
         self.receipts.append(receipt)
-        self.auth.remember_receipt(receipt)
+        self.paying.remember_receipt(receipt)
 
 
 def problem_of(response: httpx.Response) -> dict[str, Any]:
@@ -72,29 +84,23 @@ def amount_of(value: object) -> int | None:
     return decimal_amount(value)
 
 
-def route_key(url: httpx.URL, method: str) -> RouteKey:
-    """(origin, path, method): what a cached challenge is reused for (not the query)."""
-    port = url.port or {"https": 443, "http": 80}.get(url.scheme, 0)
-    return f"{url.scheme}://{url.host}:{port}", url.path, method.upper()
-
-
 @dataclass(frozen=True)
-class CachedChallenge:
-    challenge: Challenge
-    terms: SessionTerms
-    expires: float | None  # unix seconds
+class ProblemAmounts:
+    """The amounts a payment problem body may carry (SES-27), read once with the one amount
+    parser: None when absent or not an ASCII decimal string."""
 
-    def usable(self, now: float) -> bool:
-        return self.expires is None or self.expires - now > REUSE_MARGIN  # CORE-14
+    spent: int | None = None
+    accepted_cumulative: int | None = None
+    required_topup: int | None = None
 
-    def fits(self, request: httpx.Request) -> bool:
-        """CORE-13: a body-bound challenge only for the same body."""
-        if self.challenge.digest is None:
-            return True
-        try:
-            return check_content_digest(self.challenge.digest, request.content)
-        except httpx.RequestNotRead:
-            return False
+    @classmethod
+    def of(cls, response: httpx.Response) -> ProblemAmounts:
+        problem = problem_of(response)
+        return cls(
+            amount_of(problem.get("spent")),
+            amount_of(problem.get("acceptedCumulative")),
+            amount_of(problem.get("requiredTopUp")),
+        )
 
 
 def unix_expires(expires: str | None) -> int | None:
@@ -106,7 +112,7 @@ def superseded(payload: Mapping[str, Any], response: httpx.Response) -> bool:
     vouchers travel on several connections and may land out of order): nothing to do."""
     if response.status_code != 402 or payload.get("action") != "voucher":
         return False
-    accepted = amount_of(problem_of(response).get("acceptedCumulative"))
+    accepted = ProblemAmounts.of(response).accepted_cumulative
     cumulative = amount_of(payload.get("cumulativeAmount"))
     return accepted is not None and cumulative is not None and accepted >= cumulative
 

@@ -18,7 +18,7 @@
   `charge` returns False and the response ends cleanly.
 - RECEIPTED: what was reserved and not delivered went back; the final receipt is made.
 
-Off the event loop: store work runs on the host's paying lane (mpp.http.lanes).
+Off the event loop: store work runs on the host's paying lane (mpp.http.server.lanes).
 """
 
 from __future__ import annotations
@@ -31,9 +31,9 @@ from typing import Any, Protocol, TypeVar
 import anyio
 
 from mpp.core.errors import InsufficientBalance, PaymentError
-from mpp.http.server_core import Paid, PaymentGate
+from mpp.http.server.gate import Paid, PaymentGate
+from mpp.http.server.waiters import VoucherWaiters
 from mpp.http.sse import NEED_VOUCHER, format_event
-from mpp.http.waiters import VoucherWaiters
 from mpp.session.ports import ChannelState
 
 __all__ = ["SCOPE_KEY", "Meter", "MeterHost", "Phase", "get_meter"]

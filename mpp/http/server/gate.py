@@ -6,17 +6,16 @@ digest CORE-13) and `execute()` calls the synchronous session engine (run it in 
 thread). Rate limits (SES-42, decided differently here) apply to credentials that FAIL, per
 peer address: a voucher that advances a valid channel is never limited, and a stranger who
 knows a channel id cannot spend its payer's budget by sending garbage for it. Every protocol
-decision on a payload is the engine's (mpp.session); this module only maps its results and
-errors onto HTTP answers.
+decision on a payload is the engine's (mpp.session, mpp.session.scheme); this module only maps
+its results and errors onto HTTP answers (mpp.http.server.answers).
 A fixed price is a reservation (`SessionServer.charge(reserve=True)`): committed when a 2xx
 starts, released (`SessionServer.release`) otherwise. An `Idempotency-Key` is reserved in the
-Store before any charge (mpp.http.idempotency).
+Store before any charge (mpp.http.server.idempotency).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -43,25 +42,20 @@ from mpp.core.errors import (
     SignerMismatch,
     VerificationFailed,
 )
-from mpp.core.http import NO_STORE, receipt_cache_control, select_payment_credential
-from mpp.core.problem import (
-    PROBLEM_CONTENT_TYPE,
-    ErrorResponse,
-    error_response,
-    payment_required,
-)
-from mpp.core.receipt import Receipt
-from mpp.http.idempotency import IdempotencyCache, InProgress, Reservation, StoredResponse
-from mpp.http.ratelimit import RateLimiter
+from mpp.core.http import select_payment_credential
+from mpp.core.problem import error_response, payment_required
+from mpp.http.server.answers import Answer, management_answer, payment_problem, plain_problem
+from mpp.http.server.idempotency import IdempotencyCache, InProgress, Reservation, StoredResponse
+from mpp.http.server.ratelimit import RateLimiter
+from mpp.http.server.routes import Price, RequestInfo, Route
 from mpp.session.engine import SessionResult, SessionServer
 from mpp.session.ports import ChannelState
+from mpp.session.scheme import INTENT, METHOD, is_management, is_ours
 from mpp.session.terms import SessionTerms, TermsError
 
 log = logging.getLogger(__name__)
 
-METHOD, INTENT = "tempo", "session"
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
-Headers = Sequence[tuple[str, str]]  # lowercase names
 
 
 # What a stranger can send at will: malformed, unbound, unsigned or wrongly signed credentials
@@ -78,61 +72,6 @@ _FAILURES = (
     ChannelNotFound,
     VerificationFailed,
 )
-
-
-@dataclass(frozen=True)
-class Price:
-    """A route's price: `amount` base units per request, or per unit when `unit_type` is set."""
-
-    amount: int
-    unit_type: str | None = None
-    suggested_deposit: int | None = None
-    description: str | None = None
-
-    @property
-    def metered(self) -> bool:
-        return self.unit_type is not None
-
-
-@dataclass(frozen=True)
-class Route:
-    """`path` exact (or a prefix ending in `*`); `methods` are the paid content methods."""
-
-    path: str
-    price: Price
-    methods: frozenset[str] | None = None
-
-    def matches(self, path: str) -> bool:
-        if self.path.endswith("*"):
-            return path.startswith(self.path[:-1])
-        return path == self.path
-
-
-@dataclass(frozen=True)
-class RequestInfo:
-    method: str
-    path: str
-    headers: Headers
-    body: bytes
-    peer: str = ""  # the client's address (the failure rate limit's key)
-
-    def header(self, name: str) -> str | None:
-        for k, v in self.headers:
-            if k == name:
-                return v
-        return None
-
-    def all(self, name: str) -> list[str]:
-        return [v for k, v in self.headers if k == name]
-
-
-@dataclass(frozen=True)
-class Answer:
-    """A response the gate sends itself (402/400/403/410/429, or a management 200)."""
-
-    status: int
-    headers: tuple[tuple[str, str], ...]
-    body: bytes = b""
 
 
 @dataclass
@@ -177,17 +116,6 @@ def to_unix(expires: str | None) -> int | None:
     from mpp.core.rfc3339 import parse_rfc3339
 
     return int(parse_rfc3339(expires).timestamp())
-
-
-def receipt_header(receipt: Mapping[str, Any]) -> str:
-    core = {"status", "method", "timestamp", "reference"}
-    fields = {k: v for k, v in receipt.items() if k not in core}
-    return Receipt(
-        method=str(receipt["method"]),
-        reference=str(receipt["reference"]),
-        timestamp=str(receipt["timestamp"]),
-        fields=fields,
-    ).to_header()
 
 
 class PaymentGate:
@@ -260,7 +188,7 @@ class PaymentGate:
         if isinstance(exc, RateLimited):
             retry = int(exc.extensions.get("retryAfter", self.retry_after))
         resp = error_response(exc, fresh, retry_after=retry, instance=info.path)
-        return _answer(resp)
+        return payment_problem(resp)
 
     def refuse(self, exc: PaymentError, route: Route, info: RequestInfo) -> Answer:
         """The answer to a credential that failed. Failures of verification count against the
@@ -287,7 +215,7 @@ class PaymentGate:
 
     def payment_required(self, route: Route, info: RequestInfo) -> Answer:
         resp = payment_required([self.challenge(route, info)], retry_after=self.retry_after)
-        return _answer(resp)
+        return payment_problem(resp)
 
     # --- step 1: parse and bind (no I/O) --------------------------------------------------------
 
@@ -305,7 +233,7 @@ class PaymentGate:
 
     def _bind(self, route: Route, info: RequestInfo, cred: Credential) -> Pending:
         echo = cred.challenge
-        if echo.method != METHOD or echo.intent != INTENT:
+        if not is_ours(echo.method, echo.intent):
             raise MethodUnsupported("this route accepts tempo/session only")
         # CORE-17 binding; the session decides what an expired challenge is (AMB-05/06).
         self.engine.check_challenge(self.issuer, echo, now=self.now())
@@ -321,10 +249,7 @@ class PaymentGate:
         cid = payload.get("channelId")
         if not isinstance(action, str) or not isinstance(cid, str):
             raise MalformedCredential("payload needs action and channelId")
-        body_less = not info.body and info.method in ("HEAD", "POST")
-        management = info.method == "HEAD" or action in ("topUp", "close")
-        # A bodyless POST carries no request to serve: open and voucher are management too.
-        management = management or (body_less and action in ("open", "voucher"))
+        management = is_management(info.method, action, bool(info.body))  # AMB-15
         if not management and echo.digest is not None:
             if not check_content_digest(echo.digest, info.body):  # CORE-13
                 raise VerificationFailed("request body does not match the challenge digest")
@@ -368,7 +293,7 @@ class PaymentGate:
                 self._give_back(paid)
                 raise PolicyDenied("payment verified, access denied by policy")  # CORE-28
             if pending.management:
-                return self.management_answer(result, info)
+                return management_answer(result.receipt)
             if idempotency is not None:
                 # CORE-47/SES-29: hold the key before serving; a duplicate never pays (what was
                 # reserved with its voucher goes back).
@@ -396,7 +321,7 @@ class PaymentGate:
             # Hostile input is answered with typed PaymentErrors by the codec and the engine;
             # anything else is our bug: logged with its traceback, answered 500, not 402.
             log.exception("payment credential handling failed")
-            return _plain_problem(500, "internal error while handling the payment", info)
+            return plain_problem(500, "internal error while handling the payment", info.path)
 
     def _give_back(self, paid: Paid) -> None:
         """Release what was reserved with the voucher for a request that will not be served."""
@@ -418,14 +343,14 @@ class PaymentGate:
             if got.replayable:
                 paid.replay = got  # no handler, no charge
                 return None
-            return _plain_problem(409, "the original response was too large to replay", info)
+            return plain_problem(409, "the original response was too large to replay", info.path)
         if isinstance(got, InProgress):
             if self.idempotency.stale(got, now=now):
                 detail = "an earlier request with this key did not complete; use a new key"
-                return _plain_problem(409, detail, info)
+                return plain_problem(409, detail, info.path)
             detail = "a request with this Idempotency-Key is in progress"
-            return _plain_problem(409, detail, info, retry_after=self.retry_after)
-        return _plain_problem(422, "Idempotency-Key was used for another request", info)
+            return plain_problem(409, detail, info.path, retry_after=self.retry_after)
+        return plain_problem(422, "Idempotency-Key was used for another request", info.path)
 
     def abandon(self, paid: Paid) -> None:
         """Not a success: give the fixed price back and free the Idempotency-Key."""
@@ -448,15 +373,6 @@ class PaymentGate:
             reservation, paid.idempotency = paid.idempotency, None
             self.idempotency.complete(reservation, response)
 
-    def management_answer(self, result: SessionResult, info: RequestInfo) -> Answer:
-        """AMB-15: 200, empty body, receipt (CORE-32/35); never reaches the handler."""
-        headers = (
-            ("payment-receipt", receipt_header(result.receipt)),
-            ("cache-control", receipt_cache_control(None)),
-            ("content-length", "0"),
-        )
-        return Answer(200, headers)
-
     def receipt(self, paid: Paid, state: ChannelState | None, units: int | None) -> dict[str, Any]:
         return self.engine.receipt(
             state or paid.result.state,
@@ -464,32 +380,3 @@ class PaymentGate:
             units=units,
             tx_hash=paid.result.tx_hash,
         )
-
-
-def _plain_problem(
-    status: int, detail: str, info: RequestInfo, *, retry_after: int | None = None
-) -> Answer:
-    """A non-payment problem (RFC 9457 `about:blank`): idempotency conflicts (409/422), our own
-    failures (500)."""
-    title = {409: "Conflict", 422: "Unprocessable Content", 500: "Internal Server Error"}[status]
-    body = json.dumps(
-        {"type": "about:blank", "title": title, "status": status, "detail": detail,
-         "instance": info.path},
-        separators=(",", ":"),
-    ).encode()  # fmt: skip
-    headers = [("content-type", PROBLEM_CONTENT_TYPE), ("cache-control", NO_STORE)]
-    if retry_after is not None:
-        headers.append(("retry-after", str(retry_after)))
-    headers.append(("content-length", str(len(body))))
-    return Answer(status, tuple(headers), body)
-
-
-def _answer(resp: ErrorResponse) -> Answer:
-    headers = [(k.lower(), v) for k, v in resp.headers]
-    # The openai SDK (and similar) auto-retries 408/409/429/5xx: a paid retry must be the
-    # caller's decision, never a library's.
-    headers.append(("x-should-retry", "false"))
-    if resp.status == 402 and not any(k == "cache-control" for k, _ in headers):
-        headers.append(("cache-control", NO_STORE))  # CORE-34
-    headers.append(("content-length", str(len(resp.body))))
-    return Answer(resp.status, tuple(headers), resp.body)

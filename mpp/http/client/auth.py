@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 import uuid
 from collections import deque
 from collections.abc import AsyncGenerator, Callable, Generator
@@ -37,37 +36,39 @@ import anyio
 import anyio.to_thread
 import httpx
 
-from mpp.core.challenge import Challenge, parse_challenges
+from mpp.core.challenge import Challenge
 from mpp.core.credential import Credential
 from mpp.core.digest import check_content_digest
 from mpp.core.errors import InsecureTransport, PaymentError
 from mpp.core.http import require_secure_url
-from mpp.core.negotiate import rank_challenges
 from mpp.core.receipt import parse_receipt
-from mpp.http.client_model import (
-    MAX_CACHED,
+from mpp.http.client.exchange import (
     PAID_RETRY_METHODS,
     RECEIPTS_KEY,
-    CachedChallenge,
     PaidExchange,
     PaymentDeclined,
-    RouteKey,
+    ProblemAmounts,
     amount_of,
-    problem_of,
-    retry_after,
-    route_key,
-    superseded,
     unix_expires,
 )
-from mpp.http.client_stream import PaidAsyncStream, PaidSyncStream
+from mpp.http.client.management import ManagementRequests
+from mpp.http.client.routes import CachedChallenge, RouteChallenges, choose_challenge, route_key
+from mpp.http.client.stream import AsyncPaidBody, SyncPaidBody
+from mpp.http.client.windows import LeadWindows
 from mpp.http.sse import is_event_stream
 from mpp.session.budget import StreamBudget
 from mpp.session.payer import Payer, PayerChannel, PayerError, ReceiptRejected
 from mpp.session.policy import PolicyViolation
 from mpp.session.terms import SessionTerms, TermsError
-from mpp.session.window import LeadWindow
 
 log = logging.getLogger(__name__)
+
+
+def _same_payee(previous: Challenge, terms: SessionTerms) -> bool:
+    try:
+        return SessionTerms.from_request(previous.request).same_payee(terms)
+    except TermsError:
+        return False
 
 
 def _resume(
@@ -78,15 +79,6 @@ def _resume(
         return flow.send(response)
     except StopIteration:
         return None
-
-
-def _same_payee(previous: PaidExchange, terms: SessionTerms) -> bool:
-    try:
-        before = SessionTerms.from_request(previous.challenge.request)
-    except TermsError:
-        return False
-    keys = ("recipient", "currency", "escrow_contract", "chain_id")
-    return all(getattr(before, k) == getattr(terms, k) for k in keys)
 
 
 class PaymentAuth(httpx.Auth):
@@ -120,12 +112,15 @@ class PaymentAuth(httpx.Auth):
         self.timeout = timeout
         self.receipts: deque[dict[str, Any]] = deque(maxlen=256)
         self._lock = threading.Lock()
-        self._challenges: dict[RouteKey, CachedChallenge] = {}
-        self._no_head: set[RouteKey] = set()  # HEAD gave no usable challenge here
-        self._windows: dict[str, LeadWindow] = {}  # channel → its bandwidth × delay window
-        self._windows_lock = threading.Lock()
-        self._sync_client: httpx.Client | None = None
-        self._async_client: httpx.AsyncClient | None = None
+        self._routes = RouteChallenges()
+        self._windows = LeadWindows(payer.policy, prepay_units)
+        self._management = ManagementRequests(
+            payer,
+            self._lock,
+            accept_payment=accept_payment,
+            voucher_method=voucher_method,
+            timeout=timeout,
+        )
 
     def __repr__(self) -> str:
         return f"PaymentAuth(payer={self.payer.address!r})"
@@ -189,51 +184,13 @@ class PaymentAuth(httpx.Auth):
                 await response.aread()
             step = await anyio.to_thread.run_sync(_resume, flow, response)
 
-    # --- the lookahead window (mpp.session.window) ----------------------------------------------
-
-    def _window(self, channel_id: str | None, terms: SessionTerms) -> LeadWindow | None:
-        """The channel's bandwidth × delay window; None with a fixed `prepay_units` or for a
-        fixed-price route (each request pays exactly its price on its own attempt)."""
-        if self.prepay_units is not None or terms.unit_type is None:
-            return None
-        policy = self.payer.policy
-        fresh = LeadWindow(policy.lead_units_cap(terms.amount), policy.max_lead_seconds)
-        if channel_id is None:
-            return fresh
-        with self._windows_lock:  # callers may hold self._lock
-            window = self._windows.get(channel_id)
-            if window is None:
-                if len(self._windows) >= MAX_CACHED:
-                    del self._windows[next(iter(self._windows))]
-                window = self._windows[channel_id] = fresh
-            window.resume(time.monotonic())
-        return window
-
-    def _lead(self, channel_id: str | None, terms: SessionTerms) -> int:
-        """Units to authorize beyond this request's first unit (0 for a fixed price)."""
-        if self.prepay_units is not None:
-            return self.prepay_units
-        window = self._window(channel_id, terms)
-        return 0 if window is None else window.units()
-
-    def lead_units(self, ex: PaidExchange) -> int:
-        """The lead a running stream keeps authorized ahead of delivery, in units."""
-        if self.prepay_units is not None:
-            return self.prepay_units
-        return 0 if ex.window is None else ex.window.units()
-
     # --- paying ahead with a cached challenge (AMB-05) ------------------------------------------
 
     def _cached_for(self, request: httpx.Request) -> CachedChallenge | None:
         """An unexpired cached challenge for this route, when we may pay here at all."""
         if "authorization" in request.headers:
             return None  # the caller's own credentials: not ours to replace up front
-        key = route_key(request.url, request.method)
-        with self._lock:
-            cached = self._challenges.get(key)
-            if cached is not None and not cached.usable(time.time()):
-                del self._challenges[key]  # CORE-14: never submit an expired challenge
-                cached = None
+        cached = self._routes.get(route_key(request.url, request.method))
         if cached is None:
             return None
         try:
@@ -251,15 +208,15 @@ class PaymentAuth(httpx.Auth):
     ) -> Generator[httpx.Request, httpx.Response, CachedChallenge | None]:
         """A digest-free challenge for this route from `HEAD` (AMB-05), once per route."""
         key = route_key(request.url, request.method)
-        if key in self._no_head:
+        if self._routes.head_useless(key):
             return None
         head = httpx.Request("HEAD", request.url, headers={"Accept-Payment": self.accept_payment})
         response = yield head
         chosen = self._choose(response) if response.status_code == 402 else None
         if chosen is None or chosen[0].digest is not None:
-            self._no_head.add(key)
+            self._routes.head_failed(key)
             return None
-        cached = self._remember(key, chosen[0], chosen[1])
+        cached = self._routes.remember(key, chosen[0], chosen[1])
         return cached if cached.fits(request) else None
 
     def _pay_ahead(self, request: httpx.Request, cached: CachedChallenge) -> PaidExchange | None:
@@ -270,7 +227,7 @@ class PaymentAuth(httpx.Auth):
             if rec is None:
                 return None
             spent = max(rec.spent, rec.settled)
-            lead = self._lead(rec.channel_id, terms)
+            lead = self._windows.lead(rec.channel_id, terms)
             target = min(spent + cost + lead * cost, rec.deposit)
             try:
                 payload = self.payer.voucher_payload(rec.channel_id, target)
@@ -281,28 +238,16 @@ class PaymentAuth(httpx.Auth):
     def _after_failed_ahead(self, ex: PaidExchange, response: httpx.Response) -> bool:
         """Forget the cached challenge; True when the ordinary flow may pay this answer."""
         if ex.key is not None:
-            with self._lock:
-                self._challenges.pop(ex.key, None)
+            self._routes.forget(ex.key)
         if response.status_code not in (402, 410) or self._choose(response) is None:
             return False
-        accepted = amount_of(problem_of(response).get("acceptedCumulative"))
+        accepted = ProblemAmounts.of(response).accepted_cumulative
         with self._lock:
             if accepted is not None:
                 self.payer.note_server_accepted(ex.channel_id, accepted)
             if response.status_code == 410 and self.payer.chain is not None:
                 self.payer.sync(ex.channel_id)  # closed meanwhile: not reused again
         return True
-
-    def _remember(
-        self, key: RouteKey, challenge: Challenge, terms: SessionTerms
-    ) -> CachedChallenge:
-        cached = CachedChallenge(challenge, terms, unix_expires(challenge.expires))
-        with self._lock:
-            self._challenges.pop(key, None)
-            if len(self._challenges) >= MAX_CACHED:
-                del self._challenges[next(iter(self._challenges))]  # the oldest
-            self._challenges[key] = cached
-        return cached
 
     def _attach(
         self,
@@ -318,7 +263,7 @@ class PaymentAuth(httpx.Auth):
             request.headers["Idempotency-Key"] = str(uuid.uuid4())
         key = route_key(request.url, request.method)
         cid = str(payload["channelId"])
-        window = self._window(cid, terms)
+        window = self._windows.window(cid, terms)
         return PaidExchange(
             self, str(request.url), challenge, cid, terms.amount, source, key=key, window=window
         )
@@ -326,23 +271,7 @@ class PaymentAuth(httpx.Auth):
     # --- choosing and paying --------------------------------------------------------------------
 
     def _choose(self, response: httpx.Response) -> tuple[Challenge, SessionTerms] | None:
-        try:
-            offered = parse_challenges(response.headers.get_list("www-authenticate"), strict=False)
-        except PaymentError:
-            return None
-        now = time.time()
-        for ch in rank_challenges(offered, self.accept_payment):
-            if (ch.method, ch.intent) != ("tempo", "session"):
-                continue  # CORE-39: unknown intents are unsupported
-            try:
-                terms = SessionTerms.from_request(ch.request)
-                expires = ch.expires_at()
-            except (TermsError, ValueError):
-                continue
-            if expires is not None and expires.timestamp() <= now:
-                continue  # CORE-14: never pay an expired challenge
-            return ch, terms
-        return None
+        return choose_challenge(response, self.accept_payment)
 
     def _pay(
         self, request: httpx.Request, response: httpx.Response, previous: PaidExchange | None
@@ -357,13 +286,13 @@ class PaymentAuth(httpx.Auth):
         ):
             raise PaymentDeclined("challenge digest does not match this request's body")
         self.payer.policy.check_terms(terms)  # CORE-39, before signing
-        if previous is not None and not _same_payee(previous, terms):
+        if previous is not None and not _same_payee(previous.challenge, terms):
             # A retry of the same request must pay the same party: a server that changes its
             # recipient (or token, escrow, chain) mid-request is not paid again.
             raise PaymentDeclined("the server changed its payment terms during this request")
-        problem = problem_of(response)
-        server_spent = amount_of(problem.get("spent")) or 0
-        accepted = amount_of(problem.get("acceptedCumulative"))
+        problem = ProblemAmounts.of(response)
+        server_spent = problem.spent or 0
+        accepted = problem.accepted_cumulative
         cost = terms.amount
         expires = unix_expires(challenge.expires)
         with self._lock:
@@ -372,7 +301,7 @@ class PaymentAuth(httpx.Auth):
                 if accepted is not None:
                     self.payer.note_server_accepted(previous.channel_id, accepted)
                 if not self._set_aside(previous):
-                    if server_spent == 0 and not problem.get("requiredTopUp"):
+                    if server_spent == 0 and problem.required_topup is None:
                         return None  # the retry failed for another reason: do not pay again
                     rec = self._retry_channel(previous, cost, server_spent)
             if rec is None:
@@ -384,14 +313,14 @@ class PaymentAuth(httpx.Auth):
                 used = 0
                 if terms.unit_type is not None:
                     used = max(0, server_spent - max(rec.spent, rec.settled))
-                target = spent + used + cost + self._lead(rec.channel_id, terms) * cost
-                top_up = amount_of(problem.get("requiredTopUp"))
+                target = spent + used + cost + self._windows.lead(rec.channel_id, terms) * cost
+                top_up = problem.required_topup
                 if accepted is not None and top_up is not None:
                     target = max(target, accepted + top_up)  # SES-27: what fell short
                 self._check_lead(target - spent)
                 payload = self.payer.voucher_payload(rec.channel_id, min(target, rec.deposit))
             else:
-                first = cost + self._lead(None, terms) * cost  # the lead from the start
+                first = cost + self._windows.lead(None, terms) * cost  # the lead from the start
                 payload = self.payer.open_payload(
                     terms, self.deposit, expires=expires, initial=first
                 )
@@ -437,7 +366,7 @@ class PaymentAuth(httpx.Auth):
             except TermsError:
                 pass
             else:  # AMB-05: the next request on this route pays on its first attempt
-                self._remember(exchange.key, exchange.challenge, terms)
+                self._routes.remember(exchange.key, exchange.challenge, terms)
         response.extensions[RECEIPTS_KEY] = exchange.receipts
         header = response.headers.get("payment-receipt")
         if header:
@@ -448,29 +377,32 @@ class PaymentAuth(httpx.Auth):
         if is_event_stream(response.headers.get("content-type")):
             exchange.budget = self._budget(exchange)
             if isinstance(response.stream, httpx.AsyncByteStream):
-                response.stream = PaidAsyncStream(response.stream, exchange)
+                response.stream = AsyncPaidBody(response.stream, exchange)
             elif isinstance(response.stream, httpx.SyncByteStream):
-                response.stream = PaidSyncStream(response.stream, exchange)
+                response.stream = SyncPaidBody(response.stream, exchange)
 
     def _budget(self, exchange: PaidExchange) -> StreamBudget:
-        """What this stream may make us sign (mpp.session.budget): from what was covered when
-        it started (the header receipt's `spent`, never above what we had signed), the
-        delivered units plus the lookahead window plus one unit."""
+        """What this stream may make us sign (mpp.session.budget)."""
         rec = self.payer.channel(exchange.channel_id)
         signed = rec.cumulative if rec is not None else 0
         spent = amount_of(exchange.receipts[-1].get("spent")) if exchange.receipts else None
-        base = min(signed, spent if spent is not None else (rec.spent if rec else 0))
+        if spent is None:
+            spent = rec.spent if rec is not None else 0
         try:
             delta = SessionTerms.from_request(exchange.challenge.request).min_voucher_delta
         except TermsError:
             delta = 0
-        window = max(2 * self.lead_units(exchange) * exchange.unit_price, delta)
-        # Ahead widens it as the bandwidth × delay window grows (never beyond max_lead).
-        budget = StreamBudget(
-            exchange.unit_price, base, 0, max_window=self.payer.policy.max_lead, signed=signed
+        fixed = self.prepay_units
+        lead = fixed if fixed is not None else (exchange.window.units() if exchange.window else 0)
+        # The stream widens it as the bandwidth × delay window grows (never beyond max_lead).
+        return StreamBudget.for_response(
+            unit_price=exchange.unit_price,
+            signed=signed,
+            spent=spent,
+            lead=lead * exchange.unit_price,
+            min_voucher_delta=delta,
+            max_window=self.payer.policy.max_lead,
         )
-        budget.widen(window)
-        return budget
 
     def remember_receipt(self, receipt: dict[str, Any]) -> None:
         self.receipts.append(receipt)
@@ -482,117 +414,20 @@ class PaymentAuth(httpx.Auth):
         if self.on_receipt is not None:
             self.on_receipt(receipt)
 
-    # --- management requests: vouchers and topUps on the same URI (SES-34) ----------------------
+    # --- what a paid stream asks of us (mpp.http.client.exchange.Paying) -----------------------
 
-    def _management_request(self, ex: PaidExchange, payload: dict[str, Any]) -> httpx.Request:
-        credential = Credential(ex.challenge, payload, source=ex.source)
-        headers = {"Authorization": credential.to_header(), "Accept-Payment": self.accept_payment}
-        method = self.voucher_method if payload.get("action") == "voucher" else "POST"
-        return httpx.Request(method, ex.url, headers=headers)
+    def deposit_of(self, channel_id: str) -> int | None:
+        rec = self.payer.channel(channel_id)
+        return None if rec is None else rec.deposit
 
-    def _stale(self, ex: PaidExchange, margin: float = 30.0) -> bool:
-        expires = unix_expires(ex.challenge.expires)
-        return expires is not None and expires - time.time() < margin
+    def send_voucher(self, ex: PaidExchange, channel_id: str, cumulative: int) -> None:
+        self._management.voucher(ex, channel_id, cumulative)
 
-    def _take_challenge(self, ex: PaidExchange, response: httpx.Response) -> bool:
-        """A 402 carries a fresh challenge (AMB-05: HEAD refreshes); use it from now on."""
-        chosen = self._choose(response) if response.status_code == 402 else None
-        if chosen is not None:
-            ex.challenge = chosen[0]
-        return chosen is not None
-
-    def _check(self, ex: PaidExchange, response: httpx.Response) -> None:
-        if not 200 <= response.status_code < 300:  # AMB-15: any 2xx is success
-            raise httpx.HTTPStatusError(
-                f"payment management request failed with {response.status_code}",
-                request=response.request,
-                response=response,
-            )
-        header = response.headers.get("payment-receipt")
-        if header:
-            try:
-                ex.add_receipt(parse_receipt(header).to_json())
-            except PaymentError:
-                log.warning("ignored a malformed Payment-Receipt header")
-
-    def _client(self) -> httpx.Client:
-        if self._sync_client is None:
-            self._sync_client = httpx.Client(timeout=self.timeout)
-        return self._sync_client
-
-    def _aclient(self) -> httpx.AsyncClient:
-        if self._async_client is None:
-            self._async_client = httpx.AsyncClient(timeout=self.timeout)
-        return self._async_client
-
-    def _send_sync(self, ex: PaidExchange, build: Callable[[], dict[str, Any]]) -> None:
-        client = self._client()
-        if self._stale(ex):
-            self._take_challenge(ex, client.head(ex.url))
-        payload = build()
-        response = client.send(self._management_request(ex, payload))
-        if response.status_code == 429:  # SES-42: the server's pace, then once more
-            time.sleep(retry_after(response))
-            response = client.send(self._management_request(ex, payload))
-        if superseded(payload, response):
-            return
-        if self._take_challenge(ex, response):  # expired meanwhile: once more, re-signed
-            response = client.send(self._management_request(ex, build()))
-        self._check(ex, response)
-
-    async def _send_async(self, ex: PaidExchange, build: Callable[[], dict[str, Any]]) -> None:
-        client = self._aclient()
-        if self._stale(ex):
-            self._take_challenge(ex, await client.head(ex.url))
-        payload = await anyio.to_thread.run_sync(build)
-        response = await client.send(self._management_request(ex, payload))
-        if response.status_code == 429:
-            await anyio.sleep(retry_after(response))
-            response = await client.send(self._management_request(ex, payload))
-        if superseded(payload, response):
-            return
-        if self._take_challenge(ex, response):
-            payload = await anyio.to_thread.run_sync(build)
-            response = await client.send(self._management_request(ex, payload))
-        await anyio.to_thread.run_sync(self._check, ex, response)  # records the receipt
-
-    def _voucher(self, cid: str, cumulative: int) -> Callable[[], dict[str, Any]]:
-        def build() -> dict[str, Any]:
-            with self._lock:
-                return self.payer.voucher_payload(cid, cumulative)
-
-        return build
-
-    def _topup(self, ex: PaidExchange, cid: str, additional: int) -> Callable[[], dict[str, Any]]:
-        def build() -> dict[str, Any]:
-            expires = unix_expires(ex.challenge.expires)
-            return self.payer.topup_payload(cid, additional, expires=expires)
-
-        return build
-
-    def send_voucher_sync(self, ex: PaidExchange, cid: str, cumulative: int) -> None:
-        self._send_sync(ex, self._voucher(cid, cumulative))
-
-    async def send_voucher_async(self, ex: PaidExchange, cid: str, cumulative: int) -> None:
-        await self._send_async(ex, self._voucher(cid, cumulative))
-
-    def topup_sync(self, ex: PaidExchange, cid: str, additional: int) -> None:
-        """On-chain topUp through the server (SES-17), then the payer's deposit is raised."""
-        self._send_sync(ex, self._topup(ex, cid, additional))
-        self._confirm_topup(cid, additional)
-
-    async def topup_async(self, ex: PaidExchange, cid: str, additional: int) -> None:
-        await self._send_async(ex, self._topup(ex, cid, additional))
-        await anyio.to_thread.run_sync(self._confirm_topup, cid, additional)
-
-    def _confirm_topup(self, cid: str, additional: int) -> None:
-        with self._lock:
-            self.payer.confirm_topup(cid, additional)
+    def topup(self, ex: PaidExchange, channel_id: str, additional: int) -> None:
+        self._management.topup(ex, channel_id, additional)
 
     def close(self) -> None:
-        if self._sync_client is not None:
-            self._sync_client.close()
+        self._management.close()
 
     async def aclose(self) -> None:
-        if self._async_client is not None:
-            await self._async_client.aclose()
+        await anyio.to_thread.run_sync(self._management.close)

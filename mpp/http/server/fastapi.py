@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from starlette.requests import Request
 
-from mpp.http.meter import Meter, get_meter
+from mpp.http.server.meter import Meter, get_meter
 
 
 def payment_meter(request: Request) -> Meter:

@@ -8,7 +8,7 @@ for event streams, a final `payment-receipt` event. A metered handler calls
 one `payment-need-voucher` event and pauses until a voucher for the channel is accepted by any
 request (VoucherWaiters, and through a store's voucher feed any server process), or ends
 cleanly after `voucher_timeout` (SES-31). A new event stream on a channel ends the previous one
-of this process (SES-34). `Idempotency-Key` (CORE-47/SES-29): see mpp.http.idempotency.
+of this process (SES-34). `Idempotency-Key` (CORE-47/SES-29): see mpp.http.server.idempotency.
 """
 
 from __future__ import annotations
@@ -22,20 +22,16 @@ import anyio
 import anyio.to_thread
 
 from mpp.core.http import receipt_cache_control
-from mpp.http.asgi_body import ClientDisconnected, read_body, replay_body
-from mpp.http.idempotency import StoredResponse, fingerprint, valid_key
-from mpp.http.lanes import LaneBusy, WorkLanes
-from mpp.http.meter import SCOPE_KEY, Meter
-from mpp.http.server_core import (
-    Answer,
-    IdempotencyKey,
-    Paid,
-    PaymentGate,
-    RequestInfo,
-    receipt_header,
-)
+from mpp.http.server.answers import Answer, receipt_header
+from mpp.http.server.body import ClientDisconnected, read_body, replay_body
+from mpp.http.server.gate import IdempotencyKey, Paid, PaymentGate
+from mpp.http.server.idempotency import StoredResponse, fingerprint, valid_key
+from mpp.http.server.lanes import LaneBusy, WorkLanes
+from mpp.http.server.meter import SCOPE_KEY, Meter
+from mpp.http.server.routes import RequestInfo
+from mpp.http.server.waiters import VoucherWaiters
 from mpp.http.sse import RECEIPT, format_event, is_event_stream
-from mpp.http.waiters import VoucherWaiters
+from mpp.session.scheme import FinalReceiptSlot
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -48,7 +44,6 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 IDEMPOTENT_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 MAX_BODY = 16 * 1024 * 1024
-DONE = b"data: [DONE]\n\n"
 
 
 class PaymentMiddleware:
@@ -71,7 +66,7 @@ class PaymentMiddleware:
         self.reserve_units = None if reserve_units is None else max(1, reserve_units)
         self.pauses = 0  # metered streams that ran dry and waited for a voucher
         self.waiters = waiters or VoucherWaiters()
-        self.lanes = WorkLanes()  # where engine work runs (mpp.http.lanes)
+        self.lanes = WorkLanes()  # where engine work runs (mpp.http.server.lanes)
         self._feed = False  # the store's voucher feed is attached (or absent)
         self._streams: dict[str, int] = {}  # SES-34: channel → its newest stream's number
         self._stream_numbers = itertools.count(1)
@@ -113,7 +108,7 @@ class PaymentMiddleware:
             log.warning("voucher feed unavailable; cross-process wake-ups disabled")
 
     async def run_fast(self, work: Callable[[], T]) -> T:
-        """Store-only engine work on a known channel: the paying lane (mpp.http.lanes)."""
+        """Store-only engine work on a known channel: the paying lane (mpp.http.server.lanes)."""
         return await self.lanes.paying(work)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -196,7 +191,7 @@ class PaymentMiddleware:
         gate = self.gate
         keep = paid.idempotency is not None
         captured: list[bytes] = []
-        held: list[bytes] = []
+        slot = FinalReceiptSlot()  # SES-32: the final receipt goes before a trailing [DONE]
         start: dict[str, Any] = {}
         closed = False
 
@@ -223,24 +218,17 @@ class PaymentMiddleware:
                 return
             if kind == "http.response.body" and meter.event_stream and start.get("paid_2xx"):
                 body = bytes(message.get("body", b""))
-                more = message.get("more_body", False)
-                if held and (more or body):  # a [DONE] that turned out not to be the end
-                    if not await emit(held.pop()):
+                if message.get("more_body", False):
+                    # A trailing `data: [DONE]` waits for the next chunk (mpp.session.scheme).
+                    body = slot.feed(body)
+                    if not body:
                         return
-                if more and body.endswith(DONE):
-                    # The openai SDK stops reading at `data: [DONE]`: keep it until we know
-                    # whether it is the last event, so the final receipt goes before it.
-                    cut = len(body) - len(DONE)
-                    if cut > 0 and not await emit(body[:cut]):
-                        return
-                    held.append(DONE)
-                    return
-                if not more:
+                else:
                     await meter.settle_reservation()  # RECEIPTED: the final receipt follows
                     final = gate.receipt(paid, meter.state, meter.units or None)
                     await emit(format_event(RECEIPT, final))  # SES-32
-                    while held:
-                        await emit(held.pop())
+                    body = slot.end(body)  # after the receipt: a held [DONE], the last chunk
+                message = {**message, "body": body}
             if kind == "http.response.body" and not message.get("more_body", False):
                 closed = True
             if keep and kind == "http.response.body":
@@ -326,7 +314,7 @@ def _shutting_down() -> Answer:
 
 
 def _busy() -> Answer:
-    """The lookup lane is full (mpp.http.lanes): try again shortly; nothing was done."""
+    """The lookup lane is full (mpp.http.server.lanes): try again shortly; nothing was done."""
     return _unavailable(b"too many lookups of unknown channels; retry shortly", retry_after=1)
 
 

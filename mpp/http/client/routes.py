@@ -1,0 +1,114 @@
+"""What the client remembers per route (origin, path, method): the last challenge that paid for
+it, reused while unexpired so the next request pays on its first attempt (AMB-05), and where a
+`HEAD` gave no usable challenge. And which of the challenges a 402 offers it pays (CORE-39)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+
+import httpx
+
+from mpp.core.challenge import Challenge, parse_challenges
+from mpp.core.digest import check_content_digest
+from mpp.core.errors import PaymentError
+from mpp.core.negotiate import rank_challenges
+from mpp.http.client.exchange import RouteKey, unix_expires
+from mpp.session.scheme import is_ours
+from mpp.session.terms import SessionTerms, TermsError
+
+__all__ = ["MAX_CACHED", "CachedChallenge", "RouteChallenges", "choose_challenge", "route_key"]
+
+REUSE_MARGIN = 5.0  # seconds a cached challenge must still have before `expires` (CORE-14)
+MAX_CACHED = 256  # cached challenges (one per origin, path and method)
+
+
+def route_key(url: httpx.URL, method: str) -> RouteKey:
+    """(origin, path, method): what a cached challenge is reused for (not the query)."""
+    port = url.port or {"https": 443, "http": 80}.get(url.scheme, 0)
+    return f"{url.scheme}://{url.host}:{port}", url.path, method.upper()
+
+
+def choose_challenge(
+    response: httpx.Response, accept_payment: str
+) -> tuple[Challenge, SessionTerms] | None:
+    """The best unexpired tempo/session challenge of a response, in our `Accept-Payment`
+    order; None when it offers none we support (CORE-39) or all are expired (CORE-14)."""
+    try:
+        offered = parse_challenges(response.headers.get_list("www-authenticate"), strict=False)
+    except PaymentError:
+        return None
+    now = time.time()
+    for ch in rank_challenges(offered, accept_payment):
+        if not is_ours(ch.method, ch.intent):
+            continue
+        try:
+            terms = SessionTerms.from_request(ch.request)
+            expires = ch.expires_at()
+        except (TermsError, ValueError):
+            continue
+        if expires is not None and expires.timestamp() <= now:
+            continue
+        return ch, terms
+    return None
+
+
+@dataclass(frozen=True)
+class CachedChallenge:
+    challenge: Challenge
+    terms: SessionTerms
+    expires: float | None  # unix seconds
+
+    def usable(self, now: float) -> bool:
+        return self.expires is None or self.expires - now > REUSE_MARGIN  # CORE-14
+
+    def fits(self, request: httpx.Request) -> bool:
+        """CORE-13: a body-bound challenge only for the same body."""
+        if self.challenge.digest is None:
+            return True
+        try:
+            return check_content_digest(self.challenge.digest, request.content)
+        except httpx.RequestNotRead:
+            return False
+
+
+class RouteChallenges:
+    """The per-route challenge cache (bounded, oldest out first; thread-safe)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._cached: dict[RouteKey, CachedChallenge] = {}
+        self._no_head: set[RouteKey] = set()
+
+    def get(self, key: RouteKey) -> CachedChallenge | None:
+        """The route's challenge if it is still usable (CORE-14: never an expired one)."""
+        with self._lock:
+            cached = self._cached.get(key)
+            if cached is not None and not cached.usable(time.time()):
+                del self._cached[key]
+                cached = None
+        return cached
+
+    def remember(self, key: RouteKey, challenge: Challenge, terms: SessionTerms) -> CachedChallenge:
+        cached = CachedChallenge(challenge, terms, unix_expires(challenge.expires))
+        with self._lock:
+            self._cached.pop(key, None)
+            if len(self._cached) >= MAX_CACHED:
+                del self._cached[next(iter(self._cached))]  # the oldest
+            self._cached[key] = cached
+        return cached
+
+    def forget(self, key: RouteKey) -> None:
+        with self._lock:
+            self._cached.pop(key, None)
+
+    def head_useless(self, key: RouteKey) -> bool:
+        """A `HEAD` on this route gave no digest-free challenge before: do not ask again."""
+        return key in self._no_head
+
+    def head_failed(self, key: RouteKey) -> None:
+        with self._lock:
+            if len(self._no_head) >= MAX_CACHED:
+                self._no_head.pop()
+            self._no_head.add(key)
