@@ -13,48 +13,15 @@ streams. The lead is the bandwidth × delay window (mpp.session.window) or a fix
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
 
-from mpp.core.amounts import decimal_amount
 from mpp.session.budget import ServerOverreach, StreamBudget
+from mpp.session.receipts import NeedVoucher
 from mpp.session.window import LeadWindow
 
-__all__ = ["MAX_IN_FLIGHT", "Ahead", "NeedVoucher", "VoucherPlan", "plan_need"]
+__all__ = ["MAX_IN_FLIGHT", "Ahead", "VoucherPlan", "plan_need"]
 
 MAX_IN_FLIGHT = 4  # prepay vouchers on the wire at once, per stream
-
-
-@dataclass(frozen=True)
-class NeedVoucher:
-    """SES-31 `payment-need-voucher` data, typed: amounts are decimal strings on the wire."""
-
-    channel_id: str
-    required_cumulative: int
-    accepted_cumulative: int
-    deposit: int
-
-    @classmethod
-    def parse(cls, data: Mapping[str, object]) -> NeedVoucher:
-        """ValueError for a missing channelId or an amount that is not an ASCII decimal."""
-        cid = data.get("channelId")
-        if not isinstance(cid, str) or not cid:
-            raise ValueError("need-voucher without a channelId")
-        amounts = []
-        for name in ("requiredCumulative", "acceptedCumulative", "deposit"):
-            amount = decimal_amount(data.get(name))
-            if amount is None:
-                raise ValueError(f"need-voucher field {name} is not a decimal string")
-            amounts.append(amount)
-        return cls(cid.lower(), *amounts)
-
-    def to_json(self) -> dict[str, str]:
-        return {
-            "channelId": self.channel_id,
-            "requiredCumulative": str(self.required_cumulative),
-            "acceptedCumulative": str(self.accepted_cumulative),
-            "deposit": str(self.deposit),
-        }
 
 
 @dataclass(frozen=True)

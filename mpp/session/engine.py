@@ -38,7 +38,7 @@ from mpp.session.payloads import (
     parse_payload,
 )
 from mpp.session.ports import Chain, ChannelState, Mutation, Store
-from mpp.session.receipts import need_voucher_fields, receipt_fields
+from mpp.session.receipts import NeedVoucher, need_voucher, receipt_fields
 from mpp.session.reservations import Reservations
 from mpp.session.settlement import SettlementPolicy, Settler
 from mpp.session.terms import SessionTerms
@@ -334,14 +334,10 @@ class SessionServer:
 
     def need_voucher_event(
         self, state: ChannelState, cost: int, *, terms: SessionTerms | None = None
-    ) -> dict[str, str]:
-        """SES-31 `payment-need-voucher` data: all four fields as decimal/hex strings.
-
-        The required amount also satisfies minVoucherDelta, so the client's voucher is not
-        refused as too small (SES-23).
-        """
+    ) -> NeedVoucher:
+        """SES-31 `payment-need-voucher` data for sending `cost` more (mpp.session.receipts)."""
         delta = (terms or self.terms).min_voucher_delta
-        return need_voucher_fields(state, cost, min_voucher_delta=delta)
+        return need_voucher(state, cost, min_voucher_delta=delta)
 
     def receipt(
         self,

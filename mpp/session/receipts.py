@@ -6,12 +6,15 @@ amounts are decimal strings so no JSON reader rounds them.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
+from mpp.core.amounts import decimal_amount
 from mpp.session.ports import ChannelState
 from mpp.session.scheme import INTENT
 
-__all__ = ["need_voucher_fields", "receipt_fields"]
+__all__ = ["NeedVoucher", "need_voucher", "receipt_fields"]
 
 
 def receipt_fields(
@@ -44,18 +47,40 @@ def receipt_fields(
     return receipt
 
 
-def need_voucher_fields(
-    state: ChannelState, cost: int, *, min_voucher_delta: int
-) -> dict[str, str]:
-    """SES-31 `payment-need-voucher` data: all four fields as decimal/hex strings.
+@dataclass(frozen=True)
+class NeedVoucher:
+    """SES-31 `payment-need-voucher` data, typed: amounts are decimal strings on the wire."""
 
-    The required amount also satisfies minVoucherDelta, so the client's voucher is not refused
-    as too small (SES-23).
-    """
+    channel_id: str
+    required_cumulative: int
+    accepted_cumulative: int
+    deposit: int
+
+    @classmethod
+    def parse(cls, data: Mapping[str, object]) -> NeedVoucher:
+        """ValueError for a missing channelId or an amount that is not an ASCII decimal."""
+        cid = data.get("channelId")
+        if not isinstance(cid, str) or not cid:
+            raise ValueError("need-voucher without a channelId")
+        amounts = []
+        for name in ("requiredCumulative", "acceptedCumulative", "deposit"):
+            amount = decimal_amount(data.get(name))
+            if amount is None:
+                raise ValueError(f"need-voucher field {name} is not a decimal string")
+            amounts.append(amount)
+        return cls(cid.lower(), *amounts)
+
+    def to_json(self) -> dict[str, str]:
+        return {
+            "channelId": self.channel_id,
+            "requiredCumulative": str(self.required_cumulative),
+            "acceptedCumulative": str(self.accepted_cumulative),
+            "deposit": str(self.deposit),
+        }
+
+
+def need_voucher(state: ChannelState, cost: int, *, min_voucher_delta: int) -> NeedVoucher:
+    """SES-31: what the server asks for to send `cost` more. The required amount also satisfies
+    minVoucherDelta, so the client's voucher is not refused as too small (SES-23)."""
     required = max(state.spent + cost, state.accepted_cumulative + min_voucher_delta)
-    return {
-        "channelId": state.channel_id,
-        "requiredCumulative": str(required),
-        "acceptedCumulative": str(state.accepted_cumulative),
-        "deposit": str(state.deposit),
-    }
+    return NeedVoucher(state.channel_id, required, state.accepted_cumulative, state.deposit)

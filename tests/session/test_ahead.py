@@ -9,8 +9,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from mpp.session.ahead import MAX_IN_FLIGHT, Ahead, NeedVoucher, plan_need
+from mpp.session.ahead import MAX_IN_FLIGHT, Ahead, plan_need
 from mpp.session.budget import ServerOverreach, StreamBudget
+from mpp.session.receipts import NeedVoucher
 
 CID = "0x" + "ab" * 32
 amounts = st.integers(min_value=0, max_value=10**12)

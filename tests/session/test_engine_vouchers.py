@@ -270,14 +270,14 @@ def test_ses_27_insufficient_balance_carries_required_top_up() -> None:
 def test_ses_31_need_voucher_event() -> None:
     server = server_with()
     s = state(accepted_cumulative=250_000, spent=250_000, deposit=1_000_000)
-    assert server.need_voucher_event(s, 25) == {
+    assert server.need_voucher_event(s, 25).to_json() == {
         "channelId": CID,
         "requiredCumulative": "250025",
         "acceptedCumulative": "250000",
         "deposit": "1000000",
     }
     delta = server_with(terms=terms(min_voucher_delta=1000))
-    assert delta.need_voucher_event(s, 25)["requiredCumulative"] == "251000"  # SES-23
+    assert delta.need_voucher_event(s, 25).required_cumulative == 251_000  # SES-23
 
 
 def test_ses_33_amb_13_receipt_fields() -> None:

@@ -36,6 +36,7 @@ import anyio
 import anyio.to_thread
 import httpx
 
+from mpp.core.amounts import decimal_amount
 from mpp.core.challenge import Challenge
 from mpp.core.credential import Credential
 from mpp.core.digest import check_content_digest
@@ -48,7 +49,6 @@ from mpp.http.client.exchange import (
     PaidExchange,
     PaymentDeclined,
     ProblemAmounts,
-    amount_of,
     unix_expires,
 )
 from mpp.http.client.management import ManagementRequests
@@ -385,7 +385,7 @@ class PaymentAuth(httpx.Auth):
         """What this stream may make us sign (mpp.session.budget)."""
         rec = self.payer.channel(exchange.channel_id)
         signed = rec.cumulative if rec is not None else 0
-        spent = amount_of(exchange.receipts[-1].get("spent")) if exchange.receipts else None
+        spent = decimal_amount(exchange.receipts[-1].get("spent")) if exchange.receipts else None
         if spent is None:
             spent = rec.spent if rec is not None else 0
         try:

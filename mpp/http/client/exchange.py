@@ -80,10 +80,6 @@ def problem_of(response: httpx.Response) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
-def amount_of(value: object) -> int | None:
-    return decimal_amount(value)
-
-
 @dataclass(frozen=True)
 class ProblemAmounts:
     """The amounts a payment problem body may carry (SES-27), read once with the one amount
@@ -97,9 +93,9 @@ class ProblemAmounts:
     def of(cls, response: httpx.Response) -> ProblemAmounts:
         problem = problem_of(response)
         return cls(
-            amount_of(problem.get("spent")),
-            amount_of(problem.get("acceptedCumulative")),
-            amount_of(problem.get("requiredTopUp")),
+            decimal_amount(problem.get("spent")),
+            decimal_amount(problem.get("acceptedCumulative")),
+            decimal_amount(problem.get("requiredTopUp")),
         )
 
 
@@ -113,7 +109,7 @@ def superseded(payload: Mapping[str, Any], response: httpx.Response) -> bool:
     if response.status_code != 402 or payload.get("action") != "voucher":
         return False
     accepted = ProblemAmounts.of(response).accepted_cumulative
-    cumulative = amount_of(payload.get("cumulativeAmount"))
+    cumulative = decimal_amount(payload.get("cumulativeAmount"))
     return accepted is not None and cumulative is not None and accepted >= cumulative
 
 

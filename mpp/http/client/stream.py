@@ -29,11 +29,13 @@ from concurrent.futures import wait as wait_all
 import anyio.to_thread
 import httpx
 
-from mpp.http.client.exchange import PaidExchange, amount_of
+from mpp.core.amounts import decimal_amount
+from mpp.http.client.exchange import PaidExchange
 from mpp.http.sse import NEED_VOUCHER, RECEIPT, PaymentEvent, PaymentEventFilter
-from mpp.session.ahead import MAX_IN_FLIGHT, Ahead, NeedVoucher, plan_need
+from mpp.session.ahead import MAX_IN_FLIGHT, Ahead, plan_need
 from mpp.session.budget import ServerOverreach
 from mpp.session.payer import PayerError
+from mpp.session.receipts import NeedVoucher
 
 __all__ = ["AsyncPaidBody", "PaidStream", "SyncPaidBody"]
 
@@ -49,7 +51,8 @@ class PaidStream:
         self._cond = threading.Condition()  # guards the budget and _ahead
         self._ahead = Ahead(ex.unit_price, ex.budget, ex.window, ex.paying.prepay_units)
         last = ex.receipts[-1] if ex.receipts else {}
-        self._ahead.start(amount_of(last.get("acceptedCumulative")), amount_of(last.get("spent")))
+        accepted, spent = last.get("acceptedCumulative"), last.get("spent")
+        self._ahead.start(decimal_amount(accepted), decimal_amount(spent))
         # Constructed where the response is taken over: in a worker thread for async clients.
         self._ahead.deposit = ex.paying.deposit_of(ex.channel_id)
         self._serial: deque[Callable[[], None]] = deque()  # receipts and answers, in order

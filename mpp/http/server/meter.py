@@ -35,6 +35,7 @@ from mpp.http.server.gate import Paid, PaymentGate
 from mpp.http.server.waiters import VoucherWaiters
 from mpp.http.sse import NEED_VOUCHER, format_event
 from mpp.session.ports import ChannelState
+from mpp.session.receipts import NeedVoucher
 
 __all__ = ["SCOPE_KEY", "Meter", "MeterHost", "Phase", "get_meter"]
 
@@ -105,7 +106,7 @@ class Meter:
         self.generation = 0  # SES-34: this stream's number on its channel (0: not a stream)
         self.state: ChannelState | None = paid.result.state if paid else None
         self._last_reservation = self.reserved  # the early ask's low-water mark is half of it
-        self._last_ask: dict[str, str] | None = None  # the last need-voucher event's data
+        self._last_ask: NeedVoucher | None = None  # the last need-voucher asked for
 
     @property
     def ended(self) -> bool:
@@ -167,7 +168,7 @@ class Meter:
                 event = mw.gate.engine.need_voucher_event(self.state, cost - self.reserved)
                 if event != self._last_ask:  # the same ask twice in a row is no news
                     self._last_ask = event
-                    if not await self._emit(format_event(NEED_VOUCHER, event)):
+                    if not await self._emit(format_event(NEED_VOUCHER, event.to_json())):
                         self._close()
                         return False
                 left = deadline - time.monotonic()
@@ -213,13 +214,13 @@ class Meter:
             return
         event = self._mw.gate.engine.need_voucher_event(state, self.unit_price)
         self._last_ask = event
-        if not await self._emit(format_event(NEED_VOUCHER, event)):
+        if not await self._emit(format_event(NEED_VOUCHER, event.to_json())):
             self._close()
 
     def _last_ask_for(self, state: ChannelState) -> bool:
         """The last ask was made at this accepted amount (once per window)."""
         assert self._last_ask is not None
-        return self._last_ask["acceptedCumulative"] == str(state.accepted_cumulative)
+        return self._last_ask.accepted_cumulative == state.accepted_cumulative
 
     def _superseded(self) -> bool:
         """SES-34: a newer stream on the same channel ends this one (cleanly)."""
