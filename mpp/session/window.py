@@ -44,11 +44,18 @@ class LeadWindow:
     _sample_start: float | None = None
     _sample_units: int = 0
     _last: float | None = None
+    _units: int = 1
+    _units_key: tuple[object, ...] = ()
 
     def units(self) -> int:
-        """The lead to keep now: max(floor, ⌈2 × rate × RTT⌉), within the policy, at least 1."""
-        lead = max(self.floor, math.ceil(2 * self.rate * self.rtt))
-        return max(1, min(lead, self.cap()))
+        """The lead to keep now: max(floor, ⌈2 × rate × RTT⌉), within the policy, at least 1.
+        Asked for every chunk a stream reads; recomputed only when an input changed."""
+        key = (self.floor, self.rate, self.rtt, self.max_units, self.max_seconds)
+        if key != self._units_key:
+            lead = max(self.floor, math.ceil(2 * self.rate * self.rtt))
+            self._units = max(1, min(lead, self.cap()))
+            self._units_key = key
+        return self._units
 
     def cap(self) -> int:
         """The largest lead the policy allows now (it follows the measured rate)."""

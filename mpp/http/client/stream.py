@@ -68,17 +68,21 @@ class PaidStream:
         """What the caller reads of `chunk`; raises ServerOverreach to end the stream."""
         clean, events = self._filter.feed(chunk)
         content = clean.count(b"\n\n") if clean else 0
-        with self._cond:
+        nxt = None
+        with self._cond:  # once per chunk in the common case: content, no payment events
             self._ex.budget.delivered(content)
-        for event in events:
-            self._on_event(event)
+            if content and not events:
+                nxt = self._ahead.seen(content, time.monotonic())
+        if events:
+            for event in events:
+                self._on_event(event)
+            if content:
+                with self._cond:
+                    nxt = self._ahead.seen(content, time.monotonic())
         if self.refused is not None:
             raise self.refused
-        if content:
-            with self._cond:
-                nxt = self._ahead.seen(content, time.monotonic())
-            if nxt is not None:  # signed and sent by a worker; reading goes on
-                self._spawn(functools.partial(self._prepay, nxt))
+        if nxt is not None:  # signed and sent by a worker; reading goes on
+            self._spawn(functools.partial(self._prepay, nxt))
         return clean
 
     def flush(self) -> bytes:

@@ -217,18 +217,19 @@ class PaymentMiddleware:
             if kind == "http.response.body" and start.get("drop"):
                 return
             if kind == "http.response.body" and meter.event_stream and start.get("paid_2xx"):
-                body = bytes(message.get("body", b""))
+                given = bytes(message.get("body", b""))
                 if message.get("more_body", False):
                     # A trailing `data: [DONE]` waits for the next chunk (mpp.session.scheme).
-                    body = slot.feed(body)
+                    body = slot.feed(given)
                     if not body:
                         return
                 else:
                     await meter.settle_reservation()  # RECEIPTED: the final receipt follows
                     final = gate.receipt(paid, meter.state, meter.units or None)
                     await emit(format_event(RECEIPT, final))  # SES-32
-                    body = slot.end(body)  # after the receipt: a held [DONE], the last chunk
-                message = {**message, "body": body}
+                    body = slot.end(given)  # after the receipt: a held [DONE], the last chunk
+                if body is not given:
+                    message = {**message, "body": body}
             if kind == "http.response.body" and not message.get("more_body", False):
                 closed = True
             if keep and kind == "http.response.body":
