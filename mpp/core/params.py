@@ -28,6 +28,10 @@ class ScanError(ValueError):
     """Syntax error at an offset; converted into a typed ParseError by the caller."""
 
 
+class _Unterminated(ScanError):
+    """A quoted-string that never closes: everything after its opening quote is inside it."""
+
+
 @dataclass(frozen=True, slots=True)
 class RawChallenge:
     """One challenge as scanned: scheme as written, params with lowercased names, in order.
@@ -61,14 +65,14 @@ def _read_escaped(s: str, i: int) -> tuple[str, int]:
     q = s.find('"', p)
     while True:
         if q < 0:
-            raise ScanError("unterminated quoted-string")
+            raise _Unterminated("unterminated quoted-string")
         b = s.find("\\", p, q)
         if b < 0:
             parts.append(s[p:q])
             return "".join(parts), q + 1
         parts.append(s[p:b])
         if b + 1 >= n:
-            raise ScanError("unterminated quoted-string")
+            raise _Unterminated("unterminated quoted-string")
         ch = s[b + 1]
         p = b + 2
         if ch == "u" and _HEX.issuperset(s[p : p + 4]) and len(s[p : p + 4]) == 4:
@@ -158,14 +162,24 @@ def scan_challenges(s: str) -> list[RawChallenge]:
                     raise ScanError("auth-param after token68")
                 j = _OWS.match(s, j + 1).end()  # type: ignore[union-attr]
                 if j < n and s[j] == '"':
-                    value, j = _read_quoted(s, j)
-                else:
-                    vm = _TOKEN.match(s, j)
-                    if vm is None:
-                        raise ScanError(f"auth-param {name.lower()} has no value")
-                    value, j = vm.group(), vm.end()
-                cur.params.append((name.lower(), value))
-                i = _end_of_element(s, j)
+                    try:
+                        value, j = _read_quoted(s, j)
+                    except _Unterminated:
+                        # Lenient: a param whose quote never closes is ignored, with the rest
+                        # of the value (it is inside that quote); what came before stands.
+                        break
+                    cur.params.append((name.lower(), value))
+                    # Lenient: text after a closing quote (an unescaped quote inside the
+                    # value) is ignored up to the next comma; the value ends at that quote.
+                    i = _OWS.match(s, j).end()  # type: ignore[union-attr]
+                    if i < n and s[i] != ",":
+                        i = _skip_to_comma(s, i)
+                    continue
+                vm = _TOKEN.match(s, j)
+                if vm is None:
+                    raise ScanError(f"auth-param {name.lower()} has no value")
+                cur.params.append((name.lower(), vm.group()))
+                i = _end_of_element(s, vm.end())
                 continue
             # A new challenge: scheme [ 1*SP ( token68 / #auth-param ) ].
             if cur is not None:

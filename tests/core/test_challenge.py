@@ -238,7 +238,7 @@ def test_core_40_oversized_challenge_refused_before_scanning() -> None:
         "Payment id=, realm=r",
         'Payment id="a" realm="r"',  # missing comma
         "Payment =x",
-        'Payment id="a", realm="r", method="tempo", intent="charge", request="e30" junk',
+        'Payment id="a", realm="r", method="tempo", intent="charge", request=e30 junk',
     ],
 )
 def test_core_01_syntax_errors_are_typed(value: str) -> None:
