@@ -7,7 +7,8 @@ Rows: raw libsecp256k1 recovery (coincurve), eth-account recovery of the same di
 through `SessionServer.handle` (parse, verify, persist in one store transaction) on SQLite
 (synchronous FULL and NORMAL) and PostgreSQL. PostgreSQL uses $MPP_BENCH_PG_DSN when set, else a
 throwaway cluster started like the test fixture (skipped when the binaries are missing).
-Goals: our verify ≥ 0.85× raw recovery (the streams issue); acceptance on SQLite ≥ 2,000/s on one core.
+Goals: our verify ≥ 0.85× raw recovery (the streams issue); acceptance on SQLite ≥ 2,000/s
+on one core.
 """
 
 from __future__ import annotations
