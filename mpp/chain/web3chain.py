@@ -233,6 +233,11 @@ class Web3Chain:
         node refuses the transaction outright."""
         return self._to_receipt(self._broadcast(raw, timeout))
 
+    def transaction_receipt(self, tx_hash: str) -> TxReceipt | None:
+        """The receipt of a mined transaction; None while it is not (or never was) mined."""
+        raw = self.rpc("eth_getTransactionReceipt", [tx_hash])
+        return None if raw is None else self._to_receipt(dict(raw))
+
     def send_call(
         self, to: str, data: bytes, *, timeout: float | None = None, gas_limit: int = CALL_GAS
     ) -> TxReceipt:

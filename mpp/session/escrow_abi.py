@@ -25,6 +25,7 @@ APPROVE_SELECTOR: Final = keccak(b"approve(address,uint256)")[:4]
 OPEN_SELECTOR: Final = keccak(b"open(address,address,uint128,bytes32,address)")[:4]
 TOPUP_SELECTOR: Final = keccak(b"topUp(bytes32,uint256)")[:4]
 TRANSFER_SELECTOR: Final = keccak(b"transfer(address,uint256)")[:4]
+TRANSFER_WITH_MEMO_SELECTOR: Final = keccak(b"transferWithMemo(address,uint256,bytes32)")[:4]
 
 
 class TempoTxError(VerificationFailed):
@@ -40,6 +41,22 @@ def encode_approve(spender: str, amount: int) -> bytes:
 
 def encode_transfer(to: str, amount: int) -> bytes:
     return TRANSFER_SELECTOR + abi_encode(["address", "uint256"], [to, amount])
+
+
+def encode_transfer_with_memo(to: str, amount: int, memo: str | bytes) -> bytes:
+    return TRANSFER_WITH_MEMO_SELECTOR + abi_encode(
+        ["address", "uint256", "bytes32"], [to, amount, _b32(memo)]
+    )
+
+
+def decode_transfer(data: bytes) -> tuple[str, int, str | None]:
+    """(to, amount, memo or None) of a TIP-20 `transfer` or `transferWithMemo` call."""
+    if data[:4] == TRANSFER_WITH_MEMO_SELECTOR:
+        types = ["address", "uint256", "bytes32"]
+        to, amount, memo = _decode_args(data, TRANSFER_WITH_MEMO_SELECTOR, types, "transfer")
+        return str(to).lower(), int(amount), "0x" + bytes(memo).hex()
+    to, amount = _decode_args(data, TRANSFER_SELECTOR, ["address", "uint256"], "transfer")
+    return str(to).lower(), int(amount), None
 
 
 def encode_open(

@@ -37,7 +37,7 @@ from mpp.session.tempo_tx import (
 )
 from mpp.session.terms import SessionTerms, parse_amount
 from mpp.session.voucher import channel_id as derive_channel_id
-from mpp.session.voucher import private_key_bytes, sign_voucher
+from mpp.session.voucher import private_key_bytes, sign_digest, sign_voucher
 
 __all__ = [
     "DepositExhausted",
@@ -162,7 +162,11 @@ class Payer:
         valid_before = base + valid_for
         return max_fee, valid_before
 
-    def _signed_tx(
+    def sign_digest(self, digest: bytes) -> str:
+        """Sign a 32-byte EIP-712 digest with the account key (a charge proof, CHG-09)."""
+        return sign_digest(self._key, digest)
+
+    def signed_tx(
         self,
         calls: Any,
         rec_chain: int,
@@ -171,6 +175,9 @@ class Payer:
         sponsored: bool,
         expires: int | None,
     ) -> str:
+        """A signed 0x76 transaction of `calls` (hex): on an expiring nonce, valid until shortly
+        after now and never past `expires`; sponsored (awaiting the server's fee payer
+        signature) or paying its own fees in `currency`."""
         max_fee, valid_before = self._tx_params(expires)
         tx = build_tempo_tx(
             calls,
@@ -241,7 +248,7 @@ class Payer:
             salt=salt,
             authorized_signer=raw_signer,
         )
-        transaction = self._signed_tx(
+        transaction = self.signed_tx(
             calls, terms.chain_id, OPEN_GAS, terms.currency, sponsored, expires
         )
         first = terms.amount  # one unit, like the TypeScript client (AMB-09)
@@ -325,7 +332,7 @@ class Payer:
             channel_id=rec.channel_id,
             additional_deposit=additional,
         )
-        transaction = self._signed_tx(
+        transaction = self.signed_tx(
             calls, rec.chain_id, TOPUP_GAS, rec.token, fee_sponsored, expires
         )
         return {

@@ -34,7 +34,9 @@ __all__ = [
     "domain_separator",
     "normalize_signature",
     "private_key_bytes",
+    "recover_digest_signer",
     "recover_voucher_signer",
+    "sign_digest",
     "sign_voucher",
     "verify_voucher",
     "voucher_digest",
@@ -200,6 +202,11 @@ def sign_voucher(
     digest = voucher_digest(
         channel_id, cumulative_amount, chain_id=chain_id, escrow=escrow, name=name
     )
+    return sign_digest(key, digest)
+
+
+def sign_digest(key: str | bytes | LocalAccount, digest: bytes) -> str:
+    """Sign a 32-byte EIP-712 digest: 65-byte r||s||v hex, v in {27,28}, low-s."""
     sig = _signer(private_key_bytes(key)).sign_recoverable(digest, hasher=None)
     # libsecp256k1 always produces low-s; recid is 0/1.
     return "0x" + sig[:64].hex() + format(sig[64] + 27, "02x")
@@ -265,10 +272,16 @@ def recover_voucher_signer(
 
     Signature problems raise InvalidSignature; bad ids/amounts raise InvalidVoucherField.
     """
-    r, s, recid = _parse_signature(signature)
     digest = voucher_digest(
         channel_id, cumulative_amount, chain_id=chain_id, escrow=escrow, name=name
     )
+    return recover_digest_signer(digest, signature)
+
+
+def recover_digest_signer(digest: bytes, signature: str | bytes) -> str:
+    """The lowercase address that signed a 32-byte EIP-712 `digest` (low-s, v 27/28 or the
+    EIP-2098 compact form); InvalidSignature otherwise."""
+    r, s, recid = _parse_signature(signature)
     try:
         public_key = PublicKey.from_signature_and_message(
             r + s + bytes((recid,)), digest, hasher=None
