@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Final, Protocol
+from typing import Any, Final, Protocol, runtime_checkable
 
 from mpp.charge.effects import check_effects, transfers_in_calls, transfers_in_logs
 from mpp.charge.proof import check_proof
@@ -51,6 +51,7 @@ _PENDING: Final = b"pending"
 _HASH_LENGTH: Final = 66
 
 
+@runtime_checkable
 class ChargeChain(Protocol):
     """What a charge needs from the chain."""
 
@@ -82,6 +83,11 @@ class ChargeServer:
         self._fee_payer_key = fee_payer_key
         self._fee_token = fee_token
         self._clock = clock
+
+    @property
+    def sponsors(self) -> bool:
+        """Whether this server co-signs as fee payer (its challenges say `feePayer: true`)."""
+        return self._fee_payer_key is not None
 
     def verify(
         self, credential: Credential, terms: ChargeTerms, *, expires: int | None = None

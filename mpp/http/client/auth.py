@@ -43,6 +43,7 @@ from mpp.core.digest import check_content_digest
 from mpp.core.errors import InsecureTransport, PaymentError
 from mpp.core.http import require_secure_url
 from mpp.core.receipt import parse_receipt
+from mpp.http.client.charges import ChargeClient
 from mpp.http.client.exchange import (
     PAID_RETRY_METHODS,
     RECEIPTS_KEY,
@@ -52,7 +53,13 @@ from mpp.http.client.exchange import (
     unix_expires,
 )
 from mpp.http.client.management import ManagementRequests
-from mpp.http.client.routes import CachedChallenge, RouteChallenges, choose_challenge, route_key
+from mpp.http.client.routes import (
+    CachedChallenge,
+    RouteChallenges,
+    best_offer,
+    choose_challenge,
+    route_key,
+)
 from mpp.http.client.stream import AsyncPaidBody, SyncPaidBody
 from mpp.http.client.windows import LeadWindows
 from mpp.http.sse import is_event_stream
@@ -81,8 +88,11 @@ def _resume(
         return None
 
 
+CHARGE = "charge"
+
+
 class PaymentAuth(httpx.Auth):
-    """Pays `tempo/session` 402s for httpx clients (sync and async)."""
+    """Pays `tempo/session` and `tempo/charge` 402s for httpx clients (sync and async)."""
 
     def __init__(
         self,
@@ -93,7 +103,7 @@ class PaymentAuth(httpx.Auth):
         prepay_units: int | None = None,
         topup_amount: int | None = None,
         voucher_method: str = "POST",
-        accept_payment: str = "tempo/session",
+        accept_payment: str = "tempo/session, tempo/charge;q=0.5",
         on_receipt: Callable[[dict[str, Any]], None] | None = None,
         timeout: float = 30.0,
     ) -> None:
@@ -113,6 +123,7 @@ class PaymentAuth(httpx.Auth):
         self.receipts: deque[dict[str, Any]] = deque(maxlen=256)
         self._lock = threading.Lock()
         self._routes = RouteChallenges()
+        self._charges = ChargeClient(payer, allow_insecure=allow_insecure)
         self._windows = LeadWindows(payer.policy, prepay_units)
         self._management = ManagementRequests(
             payer,
@@ -149,6 +160,13 @@ class PaymentAuth(httpx.Auth):
             if response.status_code not in payable:
                 break
             payable = {402}
+            offer = best_offer(response, self.accept_payment) if exchange is None else None
+            if offer is not None and offer.intent == CHARGE:
+                self._charges.attach(request, offer)  # one payment, one retry
+                response = yield request
+                if 200 <= response.status_code < 300:
+                    self._on_charged(response)
+                return
             exchange = self._pay(request, response, exchange)
             if exchange is None:
                 return  # nothing we can or may pay: the caller gets the 402
@@ -403,6 +421,14 @@ class PaymentAuth(httpx.Auth):
             min_voucher_delta=delta,
             max_window=self.payer.policy.max_lead,
         )
+
+    def _on_charged(self, response: httpx.Response) -> None:
+        receipt = self._charges.receipt(response)
+        response.extensions[RECEIPTS_KEY] = [receipt] if receipt is not None else []
+        if receipt is not None:
+            self.receipts.append(receipt)
+            if self.on_receipt is not None:
+                self.on_receipt(receipt)
 
     def remember_receipt(self, receipt: dict[str, Any]) -> None:
         self.receipts.append(receipt)

@@ -10,15 +10,23 @@ from dataclasses import dataclass
 
 import httpx
 
+from mpp.charge.terms import ChargeTerms
 from mpp.core.challenge import Challenge, parse_challenges
 from mpp.core.digest import check_content_digest
 from mpp.core.errors import PaymentError
-from mpp.core.negotiate import rank_challenges
+from mpp.core.negotiate import rank_offers
 from mpp.http.client.exchange import RouteKey, unix_expires
-from mpp.session.scheme import is_ours
+from mpp.session.scheme import INTENT, METHOD, is_ours
 from mpp.session.terms import SessionTerms, TermsError
 
-__all__ = ["MAX_CACHED", "CachedChallenge", "RouteChallenges", "choose_challenge", "route_key"]
+__all__ = [
+    "MAX_CACHED",
+    "CachedChallenge",
+    "RouteChallenges",
+    "best_offer",
+    "choose_challenge",
+    "route_key",
+]
 
 REUSE_MARGIN = 5.0  # seconds a cached challenge must still have before `expires` (CORE-14)
 MAX_CACHED = 256  # cached challenges (one per origin, path and method)
@@ -40,7 +48,7 @@ def choose_challenge(
     except PaymentError:
         return None
     now = time.time()
-    for ch in rank_challenges(offered, accept_payment):
+    for ch in _accepted(offered, accept_payment):
         if not is_ours(ch.method, ch.intent):
             continue
         try:
@@ -52,6 +60,38 @@ def choose_challenge(
             continue
         return ch, terms
     return None
+
+
+def best_offer(response: httpx.Response, accept_payment: str) -> Challenge | None:
+    """The best unexpired challenge we can pay, session or charge, in `Accept-Payment` order."""
+    try:
+        offered = parse_challenges(response.headers.get_list("www-authenticate"), strict=False)
+    except PaymentError:
+        return None
+    now = time.time()
+    for ch in _accepted(offered, accept_payment):
+        if ch.method != METHOD or ch.intent not in (INTENT, "charge"):
+            continue
+        try:
+            if ch.intent == INTENT:
+                SessionTerms.from_request(ch.request)
+            else:
+                ChargeTerms.from_request(ch.request)
+            expires = ch.expires_at()
+        except (TermsError, ValueError):
+            continue
+        if expires is not None and expires.timestamp() <= now:
+            continue
+        return ch
+    return None
+
+
+def _accepted(offered: list[Challenge], accept_payment: str) -> list[Challenge]:
+    """The offers our own `Accept-Payment` accepts, best first (CORE-37): never one it does
+    not name, even when the server offers nothing else."""
+    return rank_offers(
+        offered, accept_payment, key=lambda c: (c.method, c.intent), all_when_none_match=False
+    )
 
 
 @dataclass(frozen=True)

@@ -21,9 +21,11 @@ from typing import Any, TypeVar
 import anyio
 import anyio.to_thread
 
+from mpp.core.errors import PaymentError
 from mpp.core.http import receipt_cache_control
-from mpp.http.server.answers import Answer, receipt_header
+from mpp.http.server.answers import Answer, plain_problem, receipt_header
 from mpp.http.server.body import ClientDisconnected, read_body, replay_body
+from mpp.http.server.charge import ChargePending
 from mpp.http.server.gate import IdempotencyKey, Paid, PaymentGate
 from mpp.http.server.idempotency import StoredResponse, fingerprint, valid_key
 from mpp.http.server.lanes import LaneBusy, WorkLanes
@@ -139,6 +141,9 @@ class PaymentMiddleware:
         if isinstance(pending, Answer):
             await _send_answer(send, pending)
             return
+        if isinstance(pending, ChargePending):
+            await self._charged(scope, receive, send, info, pending)
+            return
         if not self._feed:
             await self._attach_feed()
         key = info.header("idempotency-key")
@@ -179,6 +184,43 @@ class PaymentMiddleware:
             await _send_answer(send, Answer(stored.status, stored.headers, stored.body))
             return
         await self._serve(scope, receive, send, info, outcome)
+
+    async def _charged(
+        self, scope: Scope, receive: Receive, send: Send, info: RequestInfo, pending: ChargePending
+    ) -> None:
+        """tempo/charge: the payment is taken before the handler runs (CHG-02/03); a 2xx
+        carries its receipt (CHG-11), anything else none."""
+        charge = self.gate.charge
+        assert charge is not None
+        try:
+            charged = await anyio.to_thread.run_sync(charge.execute, pending)
+        except PaymentError as exc:
+            await _send_answer(send, self.gate.refuse(exc, pending.route, info))
+            return
+        except (ValueError, TypeError, KeyError):  # our bug, not the payer's: logged, 500
+            log.exception("charge credential handling failed")
+            detail = "internal error while handling the payment"
+            await _send_answer(send, plain_problem(500, detail, info.path))
+            return
+        receipt = receipt_header(charged.receipt).encode("latin-1")
+
+        async def with_receipt(message: Message) -> None:
+            if message["type"] == "http.response.start" and 200 <= message["status"] < 300:
+                headers = [
+                    (k, v)
+                    for k, v in message.get("headers", [])
+                    if k.lower() not in (b"payment-receipt", b"cache-control")
+                ]
+                given = _get([(k.decode("latin-1").lower(), v.decode("latin-1"))
+                              for k, v in message.get("headers", [])], "cache-control")  # fmt: skip
+                headers += [
+                    (b"payment-receipt", receipt),
+                    (b"cache-control", receipt_cache_control(given).encode("latin-1")),
+                ]
+                message = {**message, "headers": headers}
+            await send(message)
+
+        await self.app({**scope, SCOPE_KEY: Meter()}, receive, with_receipt)
 
     async def _serve(
         self,

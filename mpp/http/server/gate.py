@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from mpp.charge.server import ChargeChain, ChargeServer
 from mpp.core.amounts import MAX_AMOUNT
 from mpp.core.binding import ChallengeIssuer
 from mpp.core.challenge import Challenge
@@ -45,6 +46,7 @@ from mpp.core.errors import (
 from mpp.core.http import select_payment_credential
 from mpp.core.problem import error_response, payment_required
 from mpp.http.server.answers import Answer, management_answer, payment_problem, plain_problem
+from mpp.http.server.charge import CHARGE, ChargePending, ChargeRoutes
 from mpp.http.server.idempotency import IdempotencyCache, InProgress, Reservation, StoredResponse
 from mpp.http.server.ratelimit import RateLimiter
 from mpp.http.server.routes import Price, RequestInfo, Route
@@ -130,6 +132,7 @@ class PaymentGate:
         authorize: Callable[[RequestInfo], bool] | None = None,
         policy: Callable[[RequestInfo, SessionResult], bool] | None = None,
         failure_rate: float | None = 10.0,  # failed credentials per second and peer
+        charge: ChargeServer | None = None,
         retry_after: int = 1,
         clock: Callable[[], float] = time.time,
     ) -> None:
@@ -145,6 +148,13 @@ class PaymentGate:
         self.idempotency = IdempotencyCache(engine.store)
         self._clock = clock
         self._terms: dict[Price, SessionTerms] = {}
+        self.charge: ChargeRoutes | None = None
+        if any(r.price.offers(CHARGE) for r in self.routes):
+            if charge is None:  # the payer pays the fees; pass a ChargeServer to sponsor them
+                if not isinstance(engine.chain, ChargeChain):
+                    raise ValueError("charge routes need a chain that sends and reads transactions")
+                charge = ChargeServer(engine.store, engine.chain, clock=clock)
+            self.charge = ChargeRoutes(charge, issuer, engine.terms)
 
     # --- routes and challenges ------------------------------------------------------------------
 
@@ -171,7 +181,7 @@ class PaymentGate:
         return datetime.fromtimestamp(self._clock(), UTC)
 
     def challenge(self, route: Route, info: RequestInfo) -> Challenge:
-        # CORE-13: bind the body of a request that has one.
+        """The route's session challenge. CORE-13: it binds the body of a request that has one."""
         digest = content_digest(info.body) if info.method in BODY_METHODS and info.body else None
         return self.issuer.issue(
             method=METHOD,
@@ -182,8 +192,19 @@ class PaymentGate:
             description=route.price.description,
         )
 
+    def challenges(self, route: Route, info: RequestInfo) -> list[Challenge]:
+        """One challenge per intent the route offers, in its order: the client picks."""
+        out = []
+        for intent in route.price.intents:
+            if intent == CHARGE:
+                assert self.charge is not None
+                out.append(self.charge.challenge(route, info, self.now()))
+            else:
+                out.append(self.challenge(route, info))
+        return out
+
     def error(self, exc: PaymentError, route: Route, info: RequestInfo) -> Answer:
-        fresh = [self.challenge(route, info)] if exc.fresh_challenge else []
+        fresh = self.challenges(route, info) if exc.fresh_challenge else []
         retry = self.retry_after if exc.status in (402, 503) else None
         if isinstance(exc, RateLimited):
             retry = int(exc.extensions.get("retryAfter", self.retry_after))
@@ -214,12 +235,12 @@ class PaymentGate:
         return self.error(exc, pending.route, info)
 
     def payment_required(self, route: Route, info: RequestInfo) -> Answer:
-        resp = payment_required([self.challenge(route, info)], retry_after=self.retry_after)
+        resp = payment_required(self.challenges(route, info), retry_after=self.retry_after)
         return payment_problem(resp)
 
     # --- step 1: parse and bind (no I/O) --------------------------------------------------------
 
-    def prepare(self, route: Route, info: RequestInfo) -> Pending | Answer | None:
+    def prepare(self, route: Route, info: RequestInfo) -> Pending | ChargePending | Answer | None:
         """None: serve unpaid (the authorize hook let it through). Answer: respond now."""
         try:
             raw = select_payment_credential(info.all("authorization"))  # CORE-24 → 400
@@ -231,10 +252,15 @@ class PaymentGate:
         except PaymentError as exc:
             return self.refuse(exc, route, info)
 
-    def _bind(self, route: Route, info: RequestInfo, cred: Credential) -> Pending:
+    def _bind(self, route: Route, info: RequestInfo, cred: Credential) -> Pending | ChargePending:
         echo = cred.challenge
-        if not is_ours(echo.method, echo.intent):
-            raise MethodUnsupported("this route accepts tempo/session only")
+        if echo.method == METHOD and echo.intent == CHARGE and self.charge is not None:
+            if not route.price.offers(CHARGE):
+                raise MethodUnsupported("this route is not paid per request with charge")
+            return self.charge.bind(route, info, cred, self.now())
+        if not is_ours(echo.method, echo.intent) or not route.price.offers(INTENT):
+            offered = ", ".join(f"tempo/{i}" for i in route.price.intents)
+            raise MethodUnsupported(f"this route accepts {offered} only")
         # CORE-17 binding; the session decides what an expired challenge is (AMB-05/06).
         self.engine.check_challenge(self.issuer, echo, now=self.now())
         terms = self.terms_for(route)

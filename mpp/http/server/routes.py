@@ -15,18 +15,37 @@ __all__ = ["Headers", "Price", "RequestInfo", "Route"]
 Headers = Sequence[tuple[str, str]]  # lowercase names
 
 
+INTENTS = ("session", "charge")
+
+
 @dataclass(frozen=True)
 class Price:
-    """A route's price: `amount` base units per request, or per unit when `unit_type` is set."""
+    """A route's price: `amount` base units per request, or per unit when `unit_type` is set.
+
+    `intents`: how it may be paid, in the order the 402 offers them. `session` (from a payment
+    channel: vouchers, no transaction per request) and/or `charge` (one on-chain transfer per
+    request, for a price per request only)."""
 
     amount: int
     unit_type: str | None = None
     suggested_deposit: int | None = None
     description: str | None = None
+    intents: tuple[str, ...] = ("session",)
+
+    def __post_init__(self) -> None:
+        if not self.intents or any(i not in INTENTS for i in self.intents):
+            raise ValueError(f"intents must be a non-empty subset of {INTENTS}")
+        if len(set(self.intents)) != len(self.intents):
+            raise ValueError("intents are listed once each")
+        if "charge" in self.intents and self.metered:
+            raise ValueError("a metered price is paid per unit: charge needs a price per request")
 
     @property
     def metered(self) -> bool:
         return self.unit_type is not None
+
+    def offers(self, intent: str) -> bool:
+        return intent in self.intents
 
 
 @dataclass(frozen=True)
