@@ -38,8 +38,11 @@ if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
 fi
 
 # 4. The official Python SDK as an interop peer, in its own virtualenv (its import name is also
-#    `mpp`, so it cannot share ours). No extras: they would downgrade it (TOOLCHAIN.md).
-if [ ! -x .peers/pympp/bin/python ] || ! .peers/pympp/bin/python -c "import mpp" 2>/dev/null; then
+#    `mpp`, so it cannot share ours). Its `tempo` extra (the charge client's signer) pins
+#    eth-abi<6, which would downgrade it next to our web3 8 (TOOLCHAIN.md); alone in its own
+#    virtualenv it resolves to the same pympp 0.16.
+if [ ! -x .peers/pympp/bin/python ] \
+    || ! (cd .peers && pympp/bin/python -c "import mpp.methods.tempo.client, pytempo") 2>/dev/null; then
     "$PY" -m venv .peers/pympp
-    .peers/pympp/bin/python -m pip install -q 'pympp>=0.16,<0.17'
+    .peers/pympp/bin/python -m pip install -q 'pympp[tempo]>=0.16,<0.17'
 fi
