@@ -1,4 +1,5 @@
-"""Client-side helper of `mpp chat` and `mpp demo`: the cooperative close.
+"""Client-side helpers of `mpp chat`, `mpp pay` and `mpp demo`: the payer from the command's
+flags, and the cooperative close.
 
 `close_over_http` asks the server for a fresh challenge (HEAD on the paid URI, AMB-05), signs
 the payer's close voucher at exactly max(spent, settled) (SES-36/37, AMB-02) and sends it as a
@@ -8,19 +9,35 @@ carrying the `txHash`. (A candidate for `mpp.http.PaymentAuth`; kept here until 
 
 from __future__ import annotations
 
+import argparse
 import json
 from typing import Any
 
 import httpx
 
+from mpp.chain.web3chain import Web3Chain
+from mpp.cli._channel_view import records_path
+from mpp.cli._common import connect, env_or, load_key
 from mpp.core.challenge import Challenge, parse_challenges
 from mpp.core.credential import Credential
 from mpp.core.errors import PaymentError
 from mpp.core.receipt import parse_receipt
 from mpp.session.payer import Payer
+from mpp.session.policy import SpendingPolicy
 from mpp.session.scheme import is_ours
 
-__all__ = ["CloseFailed", "close_over_http"]
+__all__ = ["CloseFailed", "build_payer", "close_over_http"]
+
+
+def build_payer(args: argparse.Namespace, policy: SpendingPolicy) -> Payer:
+    """The payer of a client command: its key (--key-env/--keystore), its records file
+    (--records, MPP_PAYER_RECORDS), and a chain for fees and time when --rpc-url is set."""
+    chain: Web3Chain | None = None
+    if env_or(args.rpc_url, "MPP_RPC_URL"):
+        chain = connect(args)
+    path = records_path(args)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return Payer(load_key(args), records_path=path, chain=chain, policy=policy)
 
 
 class CloseFailed(RuntimeError):

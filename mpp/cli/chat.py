@@ -19,9 +19,7 @@ from typing import IO, Any, cast
 
 import httpx
 
-from mpp.chain.web3chain import Web3Chain
-from mpp.cli._channel_view import records_path
-from mpp.cli._client import CloseFailed, close_over_http
+from mpp.cli._client import CloseFailed, build_payer, close_over_http
 from mpp.cli._common import (
     EXIT_USAGE,
     CliError,
@@ -29,11 +27,9 @@ from mpp.cli._common import (
     add_key_flags,
     add_output_flags,
     amount_arg,
-    connect,
     emit,
     env_or,
     format_amount,
-    load_key,
     usage_error,
 )
 from mpp.core.errors import InsecureTransport
@@ -78,16 +74,11 @@ def register(subparsers: Any) -> None:
 
 
 def _payer(args: argparse.Namespace) -> Payer:
-    chain: Web3Chain | None = None
-    if env_or(args.rpc_url, "MPP_RPC_URL"):
-        chain = connect(args)
     policy = SpendingPolicy(
         max_amount_per_unit=amount_arg(args.max_price, "--max-price"),
         max_deposit=amount_arg(args.max_deposit, "--max-deposit"),
     )
-    path = records_path(args)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return Payer(load_key(args), records_path=path, chain=chain, policy=policy)
+    return build_payer(args, policy)
 
 
 def _client(args: argparse.Namespace, url: str) -> tuple[ChatClient, Payer | None]:

@@ -89,6 +89,8 @@ def _resume(
 
 
 CHARGE = "charge"
+# A session where both are offered (no transaction per request), else a charge (CORE-36).
+DEFAULT_ACCEPT_PAYMENT = "tempo/session, tempo/charge;q=0.5"
 
 
 class PaymentAuth(httpx.Auth):
@@ -103,7 +105,7 @@ class PaymentAuth(httpx.Auth):
         prepay_units: int | None = None,
         topup_amount: int | None = None,
         voucher_method: str = "POST",
-        accept_payment: str = "tempo/session, tempo/charge;q=0.5",
+        accept_payment: str = DEFAULT_ACCEPT_PAYMENT,
         on_receipt: Callable[[dict[str, Any]], None] | None = None,
         timeout: float = 30.0,
     ) -> None:
