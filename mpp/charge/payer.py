@@ -14,11 +14,13 @@ and sends the hash. `proof`: a zero-amount charge.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from typing import Any
 
 from pytempo import Call
 
+from mpp.charge.attribution import attribution_memo
 from mpp.charge.proof import proof_digest
 from mpp.charge.terms import ChargeTerms
 from mpp.core.errors import VerificationFailed
@@ -66,9 +68,17 @@ class ChargePayer:
                     raise PolicyViolation(f"recipient {transfer.recipient} is not allowed")
 
     def payload(
-        self, terms: ChargeTerms, *, challenge_id: str, expires: int | None, mode: str = "pull"
+        self,
+        terms: ChargeTerms,
+        *,
+        challenge_id: str,
+        expires: int | None,
+        mode: str = "pull",
+        realm: str | None = None,
     ) -> dict[str, Any]:
-        """The credential payload that pays `terms` (after `check`)."""
+        """The credential payload that pays `terms` (after `check`). With the challenge's
+        `realm`, a request without a memo gets the attribution memo on its primary transfer
+        (mpp.charge.attribution), as peer servers require."""
         self.check(terms)
         if terms.amount == 0:
             return {"type": "proof", "signature": self._proof(challenge_id, terms)}
@@ -78,6 +88,8 @@ class ChargePayer:
                 raise PolicyViolation("the challenge offers no submission mode we support")
         if mode == "push" and terms.fee_payer:
             raise PolicyViolation("a sponsored charge cannot be pushed (CHG-08)")
+        if terms.memo is None and realm is not None:
+            terms = dataclasses.replace(terms, memo=attribution_memo(challenge_id, realm))
         raw = self.payer.signed_tx(
             self._calls(terms),
             terms.chain_id,

@@ -15,12 +15,14 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 from eth_account.signers.local import LocalAccount
 
 from mpp.chain.devnet import Devnet
 from mpp.core.receipt import parse_receipt
-from mpp.http import PaymentGate, Price, Route
+from mpp.http import PaymentAuth, PaymentGate, Price, Route
+from mpp.http.client import RECEIPTS_KEY
 from tests.http.support import TOKEN, Counters, Env, ServerThread, plain_app
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -88,3 +90,52 @@ def test_chg_04_pympp_refuses_a_price_above_its_cap(server: ServerThread, env: E
     result = _pympp_pays(env, server.url + "/report", 1_000)
     assert result.get("status") != 200
     assert chain.balance_of(TOKEN, env.payee) == before
+
+
+SERVER_SCRIPT = Path(__file__).with_name("pympp_charge_server.py")
+
+
+@pytest.fixture
+def pympp_server(env: Env) -> Iterator[str]:
+    from mpp.cli._paid import free_port
+
+    port = free_port()
+    cfg = {"port": port, "recipient": env.payee, "chain_id": env.devnet.chain_id,
+           "rpc_url": env.devnet.rpc_url, "currency": TOKEN,
+           "secret": "pympp-peer-secret-0123456789abcdef", "amount": "0.0025"}  # fmt: skip
+    proc = subprocess.Popen(
+        [str(PEER_PYTHON), str(SERVER_SCRIPT)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=str(SERVER_SCRIPT.parent),
+    )
+    try:
+        assert proc.stdin is not None and proc.stdout is not None
+        proc.stdin.write(json.dumps(cfg) + "\n")
+        proc.stdin.flush()
+        assert json.loads(proc.stdout.readline()) == {"ready": True}
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+
+
+def test_chg_08_our_client_pays_a_pympp_charge_server_by_push(pympp_server: str, env: Env) -> None:
+    """Push mode (our client broadcasts, the server checks the receipt's logs). Pull is blocked
+    on this anvil: pympp's server submits with `eth_sendRawTransactionSync(raw, 20000)`, whose
+    integer timeout anvil refuses ("expected ... bytes")."""
+    chain = env.devnet.chain()
+    before = chain.balance_of(TOKEN, env.payee)
+    auth = PaymentAuth(env.payer_for(), allow_insecure=True, charge_mode="push")
+    with httpx.Client(auth=auth, timeout=60) as client:
+        r = client.get(pympp_server + "/paid")
+    assert r.status_code == 200, r.text
+    assert r.json() == {"paid": True}
+    assert chain.balance_of(TOKEN, env.payee) == before + 2_500
+    receipt = r.extensions[RECEIPTS_KEY][0]
+    assert receipt["status"] == "success" and str(receipt["reference"]).startswith("0x")

@@ -108,6 +108,7 @@ class PaymentAuth(httpx.Auth):
         accept_payment: str = DEFAULT_ACCEPT_PAYMENT,
         on_receipt: Callable[[dict[str, Any]], None] | None = None,
         timeout: float = 30.0,
+        charge_mode: str = "pull",
     ) -> None:
         if voucher_method not in ("POST", "HEAD"):
             raise ValueError("voucher_method must be POST or HEAD")
@@ -125,7 +126,7 @@ class PaymentAuth(httpx.Auth):
         self.receipts: deque[dict[str, Any]] = deque(maxlen=256)
         self._lock = threading.Lock()
         self._routes = RouteChallenges()
-        self._charges = ChargeClient(payer, allow_insecure=allow_insecure)
+        self._charges = ChargeClient(payer, allow_insecure=allow_insecure, mode=charge_mode)
         self._windows = LeadWindows(payer.policy, prepay_units)
         self._management = ManagementRequests(
             payer,

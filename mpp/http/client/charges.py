@@ -5,6 +5,8 @@ order; by default a session is preferred where both are offered: it needs no tra
 request). Before signing: TLS (CORE-42), the body digest (CORE-13), and the payer's policy, whose
 `max_amount_per_unit` is the per-request cap here (the request is the unit). The credential goes
 on the retry; the receipt of a 2xx is kept like a session's (not in the channel records).
+`charge_mode="push"` broadcasts the transfer itself and sends its hash (when the challenge allows
+it and the server does not sponsor fees); the default "pull" lets the server broadcast it.
 """
 
 from __future__ import annotations
@@ -31,7 +33,10 @@ __all__ = ["ChargeClient"]
 
 
 class ChargeClient:
-    def __init__(self, payer: Payer, *, allow_insecure: bool) -> None:
+    def __init__(self, payer: Payer, *, allow_insecure: bool, mode: str = "pull") -> None:
+        if mode not in ("pull", "push"):
+            raise ValueError("charge_mode must be pull or push")
+        self._mode = mode
         chain = payer.chain
         broadcast = chain.send_raw_transaction if isinstance(chain, ChargeChain) else None
         self.payer = ChargePayer(
@@ -52,7 +57,11 @@ class ChargeClient:
         ):
             raise PaymentDeclined("challenge digest does not match this request's body")
         payload = self.payer.payload(
-            terms, challenge_id=challenge.id, expires=unix_expires(challenge.expires)
+            terms,
+            challenge_id=challenge.id,
+            expires=unix_expires(challenge.expires),
+            realm=challenge.realm,
+            mode=self._mode,
         )
         credential = Credential(challenge, payload, source=self.payer.did(terms))
         request.headers["Authorization"] = credential.to_header()
