@@ -2,7 +2,9 @@
 (push, CHG-08), and whether that covers the request's transfers. Pure.
 
 Matching is order-free (CHG-06): every required transfer needs its own effect with the same
-recipient and amount, and the same memo when the request names one. From calls, nothing else
+recipient and amount, and the same memo when the request names one; without one, the primary
+transfer must carry the challenge's attribution memo (mpp.charge.attribution, as the official
+SDKs and the public conformance suite require). From calls, nothing else
 may be in the transaction (local policy: a server that sponsors fees pays for no other work).
 From logs, other effects are allowed (a wallet may batch other work), and a `transferWithMemo`
 emits both `Transfer` and `TransferWithMemo`: the pair is one effect.
@@ -15,6 +17,7 @@ from typing import Final
 
 from eth_hash.auto import keccak
 
+from mpp.charge.attribution import bound_to
 from mpp.charge.terms import Transfer
 from mpp.core.errors import VerificationFailed
 from mpp.session.escrow_abi import TempoTxError, decode_transfer
@@ -71,24 +74,25 @@ def check_effects(required: Sequence[Transfer], found: Sequence[Transfer], *, ex
     """VerificationFailed unless `found` covers `required` (and nothing else when `exact`)."""
     left = list(found)
     # Memo-bound transfers first: a plain requirement must not take the effect a memo needs.
-    for want in sorted(required, key=lambda t: t.memo is None):
-        match = next(
-            (
-                got
-                for got in left
-                if got.recipient == want.recipient
-                and got.amount == want.amount
-                and (want.memo is None or got.memo == want.memo)
-            ),
-            None,
-        )
+    for want in sorted(required, key=lambda t: t.memo is None and t.bound is None):
+        match = next((got for got in left if _pays(want, got)), None)
         if match is None:
             memo = f" with memo {want.memo}" if want.memo else ""
+            if want.bound is not None:
+                memo = " with this challenge's attribution memo"
             what = f"{want.amount} to {want.recipient}{memo}"
             raise VerificationFailed(f"the transaction does not pay {what}")
         left.remove(match)
     if exact and left:
         raise VerificationFailed("the transaction makes transfers the challenge did not ask for")
+
+
+def _pays(want: Transfer, got: Transfer) -> bool:
+    if got.recipient != want.recipient or got.amount != want.amount:
+        return False
+    if want.memo is not None:
+        return got.memo == want.memo
+    return want.bound is None or bound_to(got.memo, *want.bound)
 
 
 def _address(topic: object) -> str:

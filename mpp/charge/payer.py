@@ -73,12 +73,12 @@ class ChargePayer:
         *,
         challenge_id: str,
         expires: int | None,
+        realm: str,
         mode: str = "pull",
-        realm: str | None = None,
     ) -> dict[str, Any]:
-        """The credential payload that pays `terms` (after `check`). With the challenge's
-        `realm`, a request without a memo gets the attribution memo on its primary transfer
-        (mpp.charge.attribution), as peer servers require."""
+        """The credential payload that pays `terms` (after `check`) for the challenge
+        `challenge_id` of `realm`. A request without a memo gets that challenge's attribution
+        memo on its primary transfer (mpp.charge.attribution), as servers require."""
         self.check(terms)
         if terms.amount == 0:
             return {"type": "proof", "signature": self._proof(challenge_id, terms)}
@@ -88,7 +88,7 @@ class ChargePayer:
                 raise PolicyViolation("the challenge offers no submission mode we support")
         if mode == "push" and terms.fee_payer:
             raise PolicyViolation("a sponsored charge cannot be pushed (CHG-08)")
-        if terms.memo is None and realm is not None:
+        if terms.memo is None:
             terms = dataclasses.replace(terms, memo=attribution_memo(challenge_id, realm))
         raw = self.payer.signed_tx(
             self._calls(terms),

@@ -107,14 +107,15 @@ class ChargeServer:
         if kind != "proof" and not terms.allows("pull" if kind == "transaction" else "push"):
             raise VerificationFailed(f"this challenge does not accept {kind} credentials")
         challenge_id = credential.challenge.id
+        bound = (challenge_id, credential.challenge.realm)  # the attribution memo to require
         self._claim(CHALLENGES, challenge_id, "the challenge was already used")  # CHG-03
         try:
             if kind == "proof":
                 charged = self._proof(credential, terms)
             elif kind == "transaction":
-                charged = self._transaction(payload, terms, expires)
+                charged = self._transaction(payload, terms, expires, bound)
             else:
-                charged = self._hash(payload, terms)
+                charged = self._hash(payload, terms, bound)
         except BaseException:
             self._release(CHALLENGES, challenge_id)
             raise
@@ -128,7 +129,11 @@ class ChargeServer:
     # --- by payload type ------------------------------------------------------------------------
 
     def _transaction(
-        self, payload: dict[str, Any], terms: ChargeTerms, expires: int | None
+        self,
+        payload: dict[str, Any],
+        terms: ChargeTerms,
+        expires: int | None,
+        bound: tuple[str, str],
     ) -> Charged:
         raw = payload.get("signature")
         if not isinstance(raw, str):
@@ -141,7 +146,8 @@ class ChargeServer:
             raise VerificationFailed("the transaction is for another chain")
         if expires is not None and (tx.valid_before is None or tx.valid_before > expires):
             raise VerificationFailed("the transaction stays valid after the challenge expires")
-        check_effects(terms.transfers(), transfers_in_calls(tx.calls, terms.currency), exact=True)
+        calls = transfers_in_calls(tx.calls, terms.currency)
+        check_effects(terms.transfers(bound), calls, exact=True)
         if terms.fee_payer:
             if not tx.awaiting_fee_payer or self._fee_payer_key is None:
                 raise VerificationFailed("the transaction must be signed for our fee payer")
@@ -165,7 +171,7 @@ class ChargeServer:
             raise VerificationFailed("the payment transaction reverted")
         return Charged(self._receipt(receipt.tx_hash, terms), tx.sender)
 
-    def _hash(self, payload: dict[str, Any], terms: ChargeTerms) -> Charged:
+    def _hash(self, payload: dict[str, Any], terms: ChargeTerms, bound: tuple[str, str]) -> Charged:
         tx_hash = payload.get("hash")
         if not isinstance(tx_hash, str) or len(tx_hash) != _HASH_LENGTH:
             raise MalformedCredential("a hash payload needs a 0x-prefixed 32-byte hash")
@@ -182,7 +188,7 @@ class ChargeServer:
             if receipt.status != 1:
                 raise VerificationFailed("the payment transaction reverted")
             found = transfers_in_logs(receipt.logs, terms.currency)
-            check_effects(terms.transfers(), found, exact=False)
+            check_effects(terms.transfers(bound), found, exact=False)
         except PaymentError:
             self._release(TRANSACTIONS, tx_hash)  # a later try may find it landed
             raise

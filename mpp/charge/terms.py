@@ -29,11 +29,14 @@ MODES: Final = ("pull", "push")
 
 @dataclass(frozen=True)
 class Transfer:
-    """One payment effect: `amount` of the currency to `recipient`, with `memo` when set."""
+    """One payment effect: `amount` of the currency to `recipient`, with `memo` when set.
+    As a requirement, `bound` = (challenge id, realm) asks for the attribution memo of that
+    challenge instead of a fixed memo (mpp.charge.attribution)."""
 
     recipient: str
     amount: int
     memo: str | None = None
+    bound: tuple[str, str] | None = None
 
 
 @dataclass(frozen=True)
@@ -73,10 +76,12 @@ class ChargeTerms:
         server to broadcast; "push": the hash of one the payer broadcast)."""
         return self.supported_modes is None or mode in self.supported_modes
 
-    def transfers(self) -> tuple[Transfer, ...]:
-        """The payment effects: the primary recipient's remainder first, then the splits."""
+    def transfers(self, bound: tuple[str, str] | None = None) -> tuple[Transfer, ...]:
+        """The payment effects: the primary recipient's remainder first, then the splits.
+        `bound` (challenge id, realm): a primary transfer without a requested memo must carry
+        that challenge's attribution memo (what a server verifies)."""
         rest = self.amount - sum(s.amount for s in self.splits)
-        primary = Transfer(self.recipient, rest, self.memo)
+        primary = Transfer(self.recipient, rest, self.memo, None if self.memo else bound)
         return (primary, *(Transfer(s.recipient, s.amount, s.memo) for s in self.splits))
 
     # --- wire ------------------------------------------------------------------------------------

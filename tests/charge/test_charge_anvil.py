@@ -52,16 +52,25 @@ class Shop:
         return ChargeTerms(**base)
 
     def credential(
-        self, terms: ChargeTerms, *, mode: str = "pull", payload: dict[str, Any] | None = None
+        self,
+        terms: ChargeTerms,
+        *,
+        mode: str = "pull",
+        payload: dict[str, Any] | None = None,
+        asked: ChargeTerms | None = None,
     ) -> tuple[Credential, int]:
+        """A challenge for `asked` (default: `terms`) and a payload that pays `terms`."""
+        request = (asked or terms).to_request()
         challenge = ISSUER.issue(
-            method="tempo", intent="charge", request=terms.to_request(), now=datetime.now(UTC)
+            method="tempo", intent="charge", request=request, now=datetime.now(UTC)
         )
         expires = challenge.expires_at()
         assert expires is not None
         unix = int(expires.timestamp())
         if payload is None:
-            payload = self.payer.payload(terms, challenge_id=challenge.id, expires=unix, mode=mode)
+            payload = self.payer.payload(
+                terms, challenge_id=challenge.id, expires=unix, realm=challenge.realm, mode=mode
+            )
         return Credential(challenge, payload, source=self.payer.did(terms)), unix
 
     def balance(self, who: str) -> int:
@@ -142,7 +151,7 @@ def test_chg_08_hash_with_fee_payer_is_refused(shop: Shop) -> None:
     with pytest.raises(VerificationFailed, match="feePayer"):
         shop.server.verify(cred, sponsored, expires=expires)
     with pytest.raises(PolicyViolation):  # and our client never tries
-        shop.payer.payload(sponsored, challenge_id="x", expires=None, mode="push")
+        shop.payer.payload(sponsored, challenge_id="x", expires=None, realm="r", mode="push")
 
 
 def test_chg_05_supported_modes_are_enforced(shop: Shop) -> None:
@@ -174,8 +183,7 @@ def test_chg_07_wrong_transfer_is_refused_before_broadcast(
     paid = dataclasses.replace(asked, **wrong)
     if "memo" in wrong:  # the challenge asks for a memo; the payer pays without one
         asked, paid = paid, asked
-    cred, expires = shop.credential(paid)
-    cred = dataclasses.replace(cred, challenge=shop.credential(asked, payload={})[0].challenge)
+    cred, expires = shop.credential(paid, asked=asked)
     before = shop.balance(shop.payee)
     with pytest.raises(VerificationFailed):
         shop.server.verify(cred, asked, expires=expires)
@@ -217,7 +225,7 @@ def test_chg_07_reverted_transaction_fails_and_frees_the_challenge(shop: Shop) -
     broke = ChargePayer(poor)
     terms = shop.terms(amount=10**6, fee_payer=True)  # the sponsor pays the fee, not the payer
     challenge = ISSUER.issue(method="tempo", intent="charge", request=terms.to_request())
-    payload = broke.payload(terms, challenge_id=challenge.id, expires=None)
+    payload = broke.payload(terms, challenge_id=challenge.id, expires=None, realm=challenge.realm)
     cred = Credential(challenge, payload, source=broke.did(terms))
     with pytest.raises(VerificationFailed, match=r"reverted|refused"):
         shop.server.verify(cred, terms)  # no balance to transfer
@@ -267,4 +275,4 @@ def test_chg_18_concurrent_duplicates_one_success(shop: Shop) -> None:
 
 def test_chg_04_client_checks_the_request_before_signing(shop: Shop) -> None:
     with pytest.raises(PolicyViolation, match="per-request maximum"):
-        shop.payer.payload(shop.terms(amount=10**7), challenge_id="x", expires=None)
+        shop.payer.payload(shop.terms(amount=10**7), challenge_id="x", expires=None, realm="r")
