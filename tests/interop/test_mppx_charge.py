@@ -9,12 +9,14 @@ import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 from eth_account.signers.local import LocalAccount
 
 from mpp.chain.devnet import Devnet
 from mpp.core.receipt import parse_receipt
-from mpp.http import PaymentGate, Price, Route
+from mpp.http import PaymentAuth, PaymentGate, Price, Route
+from mpp.http.client import RECEIPTS_KEY
 from tests.http.support import TOKEN, Counters, Env, ServerThread, plain_app
 from tests.interop.test_mppx_codec import node_or_skip
 
@@ -53,3 +55,49 @@ def test_chg_07_mppx_charge_client_pays_our_server(server: str, env: Env) -> Non
     assert chain.balance_of(TOKEN, env.payee) == before + 4_200
     receipt = parse_receipt(result["receipt"]).to_json()
     assert receipt["status"] == "success" and str(receipt["reference"]).startswith("0x")
+
+
+SERVER = Path(__file__).with_name("mppx_charge_server.mjs")
+
+
+@pytest.fixture
+def mppx_server(env: Env) -> Iterator[str]:
+    from mpp.cli._paid import free_port
+
+    node = node_or_skip()
+    port = free_port()
+    config = {"port": port, "rpcUrl": env.devnet.rpc_url, "chainId": env.devnet.chain_id,
+              "recipient": env.payee, "currency": TOKEN,
+              "secret": "mppx-peer-secret-0123456789abcdef-0123", "amount": "0.0042"}  # fmt: skip
+    proc = subprocess.Popen(
+        [node, str(SERVER)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+        cwd=str(SERVER.parent),
+    )  # fmt: skip
+    try:
+        assert proc.stdin is not None and proc.stdout is not None
+        proc.stdin.write(json.dumps(config) + "\n")
+        proc.stdin.flush()
+        assert json.loads(proc.stdout.readline()) == {"ready": True}
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+
+
+def test_chg_08_our_client_pays_an_mppx_charge_server_by_push(mppx_server: str, env: Env) -> None:
+    """Push mode. Pull is blocked on anvil: mppx's server simulates the payer's self-paid 0x76
+    transaction before it broadcasts, and anvil answers that simulation with an error viem reads
+    as "gas exceeds the limit allowed for the block" (at 300 k and at 500 k gas alike), while the
+    same transaction broadcasts fine (our server takes it)."""
+    chain = env.devnet.chain()
+    before = chain.balance_of(TOKEN, env.payee)
+    auth = PaymentAuth(env.payer_for(), allow_insecure=True, charge_mode="push")
+    with httpx.Client(auth=auth, timeout=60) as client:
+        r = client.get(mppx_server + "/paid")
+    assert r.status_code == 200, r.text
+    assert chain.balance_of(TOKEN, env.payee) == before + 4_200
+    assert r.extensions[RECEIPTS_KEY][0]["status"] == "success"
