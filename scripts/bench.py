@@ -125,6 +125,22 @@ def wan_goals(d: dict[str, Any]) -> list[Row]:
     ]
 
 
+def charge_goals(d: dict[str, Any]) -> list[Row]:
+    return [
+        (
+            "charge: paid GET p50, ours vs pympp 0.16 (same chain, same client, push)",
+            f"{d['ours_p50_ms']:.1f} vs {d['pympp_p50_ms']:.1f} ms ({d['p50_ratio']:.2f}×); "
+            f"{d['ours_per_s']:.1f} vs {d['pympp_per_s']:.1f} requests/s",
+            None,
+        ),
+        (
+            "`mpp pay` wall time, charged GET (vs an unpaid GET through the same command)",
+            f"{d['pay_paid_s']:.2f} s (unpaid {d['pay_unpaid_s']:.2f} s)",
+            None,
+        ),
+    ]
+
+
 def inference_goals(d: dict[str, Any]) -> list[Row]:
     ratio, added = d["tokens_s_ratio"], d["ttft_added_ms"]
     return [
@@ -235,6 +251,12 @@ BENCHES = [
           "The same server behind a loopback proxy adding 50 ms of round-trip time "
           "(tests/delay_proxy.py); a model at 100 tokens/s and an unpaced source; the client "
           "on its defaults (the bandwidth × delay window).", wan_goals),
+    Bench("charge", "Charge per request: ours vs pympp, and `mpp pay`", "bench_charge.py",
+          ("--requests", "20", "--rounds", "2"), ("--requests", "5", "--rounds", "1",
+          "--pay-runs", "1"), 300,
+          "A paid GET per request (tempo/charge, push) against our server and a pympp 0.16 "
+          "charge server on the same anvil, the same client, interleaved; `mpp pay` on a "
+          "charged GET.", charge_goals),
     Bench("inference", "Paid vs unpaid inference stream", "bench_inference.py",
           ("--rounds", "7"), ("--rounds", "3"), 240,
           "The paid inference server with the embedded model: tokens/s and time to first token, "

@@ -68,3 +68,18 @@ def test_bench_http_wan_smoke_measures_both_sources(anvil: None, tmp_path: Path)
         sys.path.remove(str(ROOT / "scripts"))
     rows = bench.wan_goals(result)
     assert len(rows) == 3 and all(isinstance(met, bool) for _, _, met in rows)
+
+
+def test_bench_charge_smoke_compares_both_servers(anvil: None, tmp_path: Path) -> None:
+    out = tmp_path / "charge.json"
+    args = ["--requests", "2", "--rounds", "1", "--pay-runs", "1", "--json", str(out)]
+    proc = subprocess.run(
+        [sys.executable, "scripts/bench_charge.py", *args],
+        cwd=ROOT, capture_output=True, text=True, timeout=180,
+    )  # fmt: skip
+    if proc.returncode != 0 and "peer venv missing" in proc.stderr:
+        pytest.skip(proc.stderr.strip())
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(out.read_text())
+    assert result["ours_per_s"] > 0 and result["pympp_per_s"] > 0
+    assert result["pay_paid_s"] > 0 and result["requests"] == 2
