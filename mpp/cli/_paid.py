@@ -35,6 +35,7 @@ class PaymentOptions:
     min_deposit: int = 0
     voucher_timeout: float = 60.0
     settlement: SettlementPolicy = field(default_factory=SettlementPolicy)  # on by default
+    charge_per_request: int | None = None  # a JSON completion may pay this once (tempo/charge)
 
 
 def attach_payment(
@@ -63,7 +64,12 @@ def attach_payment(
         tx_timeout=30.0,
     )
     issuer = ChallengeIssuer(opts.secret, realm=opts.realm, clock=lambda: datetime.now(UTC))
-    settings.payment = PaymentConfig(engine, issuer, voucher_timeout=opts.voucher_timeout)
+    settings.payment = PaymentConfig(
+        engine,
+        issuer,
+        voucher_timeout=opts.voucher_timeout,
+        charge_per_request=opts.charge_per_request,
+    )
     return engine
 
 

@@ -6,8 +6,10 @@ MPP_CONFIG), else defaults. TOML keys (all optional; unknown keys are an error):
     rpc_url, chain_id, escrow, token, store, bind ("host:port"), realm, secret_env,
     payee_key_env, keystore, password_env, unit_price, suggested_deposit_units,
     voucher_timeout, min_deposit, fee_payer, api_key_envs (list of env var names),
-    routing_seed, [[providers]] tables (mpp.inference.settings.build_provider: kind, name,
-    models, input_price_per_million, ...), and a [settlement] table:
+    charge_per_request (a non-streaming completion may pay this once with tempo/charge instead of
+    per token: base units or "0.01usd"; streams stay on sessions), routing_seed, [[providers]]
+    tables (mpp.inference.settings.build_provider: kind, name, models, input_price_per_million,
+    ...), and a [settlement] table:
 
     [settlement]
     enabled = true        # false: no periodic settlement, no idle closes (warned at start)
@@ -48,6 +50,7 @@ from mpp.cli._common import (
     add_key_flags,
     add_output_flags,
     address_arg,
+    amount_arg,
     connect,
     emit,
     escrow_of,
@@ -68,7 +71,7 @@ _KEYS: Final = frozenset(
         "rpc_url", "chain_id", "escrow", "token", "store", "bind", "realm", "secret_env",
         "payee_key_env", "keystore", "password_env", "unit_price", "suggested_deposit_units",
         "voucher_timeout", "min_deposit", "fee_payer", "settlement", "api_key_envs",
-        "routing_seed", "providers",
+        "routing_seed", "providers", "charge_per_request",
     }
 )  # fmt: skip
 # flag dest -> (environment variable, TOML key)
@@ -241,6 +244,16 @@ def _inference_config(args: argparse.Namespace, config: dict[str, Any]) -> dict[
     return merged
 
 
+def _charge_per_request(config: dict[str, Any]) -> int | None:
+    value = config.get("charge_per_request")
+    if value is None:
+        return None
+    amount = amount_arg(str(value), "charge_per_request")
+    if amount <= 0:
+        raise usage_error("charge_per_request must be more than zero")
+    return amount
+
+
 def run(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     watch = _settlement(args, config)
@@ -264,6 +277,7 @@ def run(args: argparse.Namespace) -> int:
         min_deposit=int(config.get("min_deposit", 0)),
         voucher_timeout=float(config.get("voucher_timeout", 60.0)),
         settlement=watch.policy,
+        charge_per_request=_charge_per_request(config),
     )
     if not watch.policy.enabled:
         print(

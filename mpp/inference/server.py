@@ -33,7 +33,8 @@ from mpp.http.server.asgi import ASGIApp, Message, PaymentMiddleware, Receive, S
 from mpp.http.server.body import ClientDisconnected, read_body, replay_body
 from mpp.http.server.gate import PaymentGate
 from mpp.http.server.meter import Meter, get_meter
-from mpp.http.server.routes import Price
+from mpp.http.server.routes import Price, RequestInfo
+from mpp.http.server.routes import Route as PaidRoute
 from mpp.inference.api import (
     MAX_BODY_BYTES,
     APIError,
@@ -314,6 +315,16 @@ def _merge_problem(body: bytes) -> bytes:
     return json.dumps(problem, separators=(",", ":")).encode()
 
 
+def _request_streams(info: RequestInfo) -> bool:
+    """Whether a chat request will be answered as a stream (then it pays per token with a
+    session only; a JSON answer may pay `charge_per_request` once instead)."""
+    try:
+        request = parse_request(info.body)
+    except APIError:
+        return True  # answered 400 either way: offer the default
+    return streams(request, info.header("accept"))
+
+
 def create_app(settings: InferenceSettings) -> ASGIApp:
     """The ASGI app: `/v1/chat/completions` (Bearer or Payment) and `GET /v1/models`."""
     service = _Service(settings)
@@ -338,10 +349,11 @@ def create_app(settings: InferenceSettings) -> ASGIApp:
             unit_type=UNIT_TYPE,
             suggested_deposit=settings.suggested_deposit,
             description="chat completion tokens",
+            intents=("session", "charge") if pay.charge_per_request else ("session",),
+            charge_amount=pay.charge_per_request,
         )
-        gate = PaymentGate(
-            pay.engine, pay.issuer, {CHAT_PATH: price}, failure_rate=pay.failure_rate
-        )
+        route = PaidRoute(CHAT_PATH, price, streams=_request_streams)
+        gate = PaymentGate(pay.engine, pay.issuer, [route], failure_rate=pay.failure_rate)
         paid = PaymentMiddleware(
             inner,
             gate,

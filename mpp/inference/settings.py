@@ -37,6 +37,9 @@ class PaymentConfig:
     voucher_timeout: float = 60.0
     reserve_units: int | None = None  # None: all a voucher authorizes (mpp.http.server.asgi)
     failure_rate: float | None = 10.0
+    # A non-streaming completion may instead pay this much once with tempo/charge (base units);
+    # streams stay on sessions. None: sessions only.
+    charge_per_request: int | None = None
     # Paused streams; the chain watcher wakes them from its thread (`waiters.wake`).
     waiters: VoucherWaiters = field(default_factory=VoucherWaiters)
 

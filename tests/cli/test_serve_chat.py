@@ -184,3 +184,16 @@ def test_bad_config_is_usage_error(cli: CLI, tmp_path: Path) -> None:
     assert r.code == 2 and r.error == f"unknown setting(s) in {config}: bnid"
     config.write_text("bind = \n")
     assert cli("serve", "--config", str(config)).error.startswith(f"bad TOML in {config}")
+
+
+def test_charge_per_request_config_key() -> None:
+    """`charge_per_request` in the TOML: base units or a `usd` amount; zero or junk is refused."""
+    from mpp.cli._common import CliError
+    from mpp.cli.serve import _charge_per_request
+
+    assert _charge_per_request({}) is None
+    assert _charge_per_request({"charge_per_request": "0.01usd"}) == 10_000
+    assert _charge_per_request({"charge_per_request": 2500}) == 2_500
+    for bad in ("0", "-1", "\uff11", "lots"):
+        with pytest.raises(CliError):
+            _charge_per_request({"charge_per_request": bad})

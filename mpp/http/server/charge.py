@@ -45,12 +45,12 @@ class ChargeRoutes:
         self._terms: dict[tuple[int, str | None], ChargeTerms] = {}
 
     def terms_for(self, route: Route) -> ChargeTerms:
-        key = (route.price.amount, route.price.description)
+        key = (route.price.per_request, route.price.description)
         terms = self._terms.get(key)
         if terms is None:
             base = self._base
             terms = self._terms[key] = ChargeTerms(
-                amount=route.price.amount,
+                amount=route.price.per_request,
                 currency=base.currency,
                 recipient=base.recipient,
                 chain_id=base.chain_id,

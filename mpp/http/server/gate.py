@@ -196,6 +196,8 @@ class PaymentGate:
         """One challenge per intent the route offers, in its order: the client picks."""
         out = []
         for intent in route.price.intents:
+            if not route.offers(intent, info):
+                continue
             if intent == CHARGE:
                 assert self.charge is not None
                 out.append(self.charge.challenge(route, info, self.now()))
@@ -255,8 +257,8 @@ class PaymentGate:
     def _bind(self, route: Route, info: RequestInfo, cred: Credential) -> Pending | ChargePending:
         echo = cred.challenge
         if echo.method == METHOD and echo.intent == CHARGE and self.charge is not None:
-            if not route.price.offers(CHARGE):
-                raise MethodUnsupported("this route is not paid per request with charge")
+            if not route.offers(CHARGE, info):
+                raise MethodUnsupported("this request is not paid per request with charge")
             return self.charge.bind(route, info, cred, self.now())
         if not is_ours(echo.method, echo.intent) or not route.price.offers(INTENT):
             offered = ", ".join(f"tempo/{i}" for i in route.price.intents)

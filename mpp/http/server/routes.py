@@ -7,7 +7,7 @@ body for its digest, CORE-13, and the peer address for the failure rate limit, S
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 __all__ = ["Headers", "Price", "RequestInfo", "Route"]
@@ -31,14 +31,24 @@ class Price:
     suggested_deposit: int | None = None
     description: str | None = None
     intents: tuple[str, ...] = ("session",)
+    charge_amount: int | None = None  # a metered price: one request paid with charge instead
 
     def __post_init__(self) -> None:
         if not self.intents or any(i not in INTENTS for i in self.intents):
             raise ValueError(f"intents must be a non-empty subset of {INTENTS}")
         if len(set(self.intents)) != len(self.intents):
             raise ValueError("intents are listed once each")
-        if "charge" in self.intents and self.metered:
-            raise ValueError("a metered price is paid per unit: charge needs a price per request")
+        if "charge" in self.intents and self.metered and self.charge_amount is None:
+            raise ValueError(
+                "a metered price is paid per unit: charge needs a price per request (charge_amount)"
+            )
+        if self.charge_amount is not None and not self.metered:
+            raise ValueError("charge_amount is for metered prices; a fixed price charges amount")
+
+    @property
+    def per_request(self) -> int:
+        """What one request costs when it is paid with charge."""
+        return self.charge_amount if self.charge_amount is not None else self.amount
 
     @property
     def metered(self) -> bool:
@@ -50,11 +60,22 @@ class Price:
 
 @dataclass(frozen=True)
 class Route:
-    """`path` exact (or a prefix ending in `*`); `methods` are the paid content methods."""
+    """`path` exact (or a prefix ending in `*`); `methods` are the paid content methods.
+    `streams`: for a metered price that also offers charge, which requests stream (those are
+    paid per unit with a session only; the others may pay `charge_amount` once)."""
 
     path: str
     price: Price
     methods: frozenset[str] | None = None
+    streams: Callable[[RequestInfo], bool] | None = None
+
+    def offers(self, intent: str, info: RequestInfo) -> bool:
+        """Whether this request may be paid with `intent`."""
+        if not self.price.offers(intent):
+            return False
+        if intent == "charge" and self.price.metered and self.streams is not None:
+            return not self.streams(info)
+        return True
 
     def matches(self, path: str) -> bool:
         if self.path.endswith("*"):
