@@ -111,3 +111,30 @@ def test_charge_prices_are_per_request_only() -> None:
         Price(amount=1, unit_type="token", intents=("charge",))
     with pytest.raises(ValueError):
         Price(amount=1, intents=())
+
+
+def test_chg_02_an_expired_charge_challenge_is_refused_before_any_payment(
+    server: ServerThread, env: Env
+) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from mpp.charge import ChargePayer, ChargeTerms
+    from mpp.core.binding import ChallengeIssuer
+    from mpp.core.credential import Credential
+    from tests.http.support import SECRET
+
+    terms = ChargeTerms(250, TOKEN, env.payee.lower(), chain_id=env.devnet.chain_id,
+                        description="one report")  # fmt: skip
+    past = datetime.now(UTC) - timedelta(minutes=10)  # the issuer's ttl is 5 minutes
+    old = ChallengeIssuer(SECRET, realm="test.local").issue(
+        method="tempo", intent="charge", request=terms.to_request(), now=past,
+        description="one report",
+    )  # fmt: skip
+    payer = ChargePayer(env.payer_for())
+    payload = payer.payload(terms, challenge_id=old.id, expires=None, realm=old.realm)
+    header = Credential(old, payload, source=payer.did(terms)).to_header()
+    before = _balance(env, env.payee)
+    r = httpx.get(server.url + "/report", headers={"authorization": header})
+    assert r.status_code == 402 and "payment-receipt" not in r.headers
+    assert r.json()["type"].endswith("invalid-challenge")
+    assert _balance(env, env.payee) == before  # nothing broadcast
