@@ -81,7 +81,8 @@ class ChargePayer:
         memo on its primary transfer (mpp.charge.attribution), as servers require."""
         self.check(terms)
         if terms.amount == 0:
-            return {"type": "proof", "signature": self._proof(challenge_id, terms)}
+            digest = proof_digest(challenge_id, terms.chain_id, realm)
+            return {"type": "proof", "signature": self.payer.sign_digest(digest)}
         if not terms.allows(mode):
             mode = "push" if mode == "pull" else "pull"
             if not terms.allows(mode):
@@ -106,9 +107,6 @@ class ChargePayer:
         if receipt.status != 1:
             raise VerificationFailed("our payment transaction reverted")
         return {"type": "hash", "hash": receipt.tx_hash}
-
-    def _proof(self, challenge_id: str, terms: ChargeTerms) -> str:
-        return self.payer.sign_digest(proof_digest(challenge_id, terms.chain_id))
 
     @staticmethod
     def _calls(terms: ChargeTerms) -> tuple[Call, ...]:

@@ -1,8 +1,10 @@
-"""Zero-amount charges (CHG-09): the payer proves who it is by signing the challenge id.
+"""Zero-amount charges (CHG-09): the payer proves who it is by signing the challenge.
 
-EIP-712 with the domain {name "MPP", version "1", chainId} (no verifying contract) and the type
-`Proof(string challengeId)`. The credential's `source` names the signer as
-`did:pkh:eip155:<chainId>:<address>`; its chain must be the request's. Pure.
+EIP-712, no verifying contract. Two shapes exist: the one the public conformance suite and mppx
+use, domain {name "MPP", version "2", chainId} with `Proof(string challengeId,string realm)`,
+which we sign; and the earlier {version "1"} with `Proof(string challengeId)` (the charge draft
+as PROTOCOL.md's CHG-09 digests it), which we still accept. The credential's `source` names the
+signer as `did:pkh:eip155:<chainId>:<address>`; its chain must be the request's. Pure.
 """
 
 from __future__ import annotations
@@ -17,12 +19,20 @@ from mpp.session.voucher import recover_digest_signer
 __all__ = ["check_proof", "proof_digest", "proof_signer"]
 
 _DOMAIN_TYPEHASH: Final = keccak(b"EIP712Domain(string name,string version,uint256 chainId)")
-_PROOF_TYPEHASH: Final = keccak(b"Proof(string challengeId)")
+_PROOF_V1: Final = keccak(b"Proof(string challengeId)")
+_PROOF_V2: Final = keccak(b"Proof(string challengeId,string realm)")
 
 
-def proof_digest(challenge_id: str, chain_id: int) -> bytes:
-    domain = keccak(_DOMAIN_TYPEHASH + keccak(b"MPP") + keccak(b"1") + chain_id.to_bytes(32, "big"))
-    struct = keccak(_PROOF_TYPEHASH + keccak(challenge_id.encode()))
+def proof_digest(challenge_id: str, chain_id: int, realm: str | None = None) -> bytes:
+    """The digest to sign: version 2 (with `realm`), or version 1 without it."""
+    version = b"1" if realm is None else b"2"
+    domain = keccak(
+        _DOMAIN_TYPEHASH + keccak(b"MPP") + keccak(version) + chain_id.to_bytes(32, "big")
+    )
+    if realm is None:
+        struct = keccak(_PROOF_V1 + keccak(challenge_id.encode()))
+    else:
+        struct = keccak(_PROOF_V2 + keccak(challenge_id.encode()) + keccak(realm.encode()))
     return keccak(b"\x19\x01" + domain + struct)
 
 
@@ -38,13 +48,16 @@ def proof_signer(source: str | None, chain_id: int) -> str:
     return address
 
 
-def check_proof(signature: str, challenge_id: str, chain_id: int, source: str | None) -> str:
-    """The verified signer of a zero-amount charge (CHG-09)."""
+def check_proof(
+    signature: str, challenge_id: str, chain_id: int, source: str | None, realm: str
+) -> str:
+    """The verified signer of a zero-amount charge (CHG-09), version 2 or 1."""
     expected = proof_signer(source, chain_id)
-    try:
-        signer = recover_digest_signer(proof_digest(challenge_id, chain_id), signature)
-    except InvalidSignature:
-        raise VerificationFailed("the proof's signature does not recover") from None
-    if signer != expected:
-        raise VerificationFailed("the proof is not signed by its source")
-    return expected
+    shapes = (proof_digest(challenge_id, chain_id, realm), proof_digest(challenge_id, chain_id))
+    for digest in shapes:
+        try:
+            if recover_digest_signer(digest, signature) == expected:
+                return expected
+        except InvalidSignature:
+            raise VerificationFailed("the proof's signature does not recover") from None
+    raise VerificationFailed("the proof is not signed by its source")

@@ -199,7 +199,8 @@ class ChargeServer:
         if not isinstance(signature, str):
             raise MalformedCredential("a proof payload needs its signature")
         cid = credential.challenge.id
-        signer = check_proof(signature, cid, terms.chain_id, credential.source)
+        realm = credential.challenge.realm
+        signer = check_proof(signature, cid, terms.chain_id, credential.source, realm)
         return Charged(self._receipt(cid, terms), signer)
 
     # --- bookkeeping ----------------------------------------------------------------------------
