@@ -5,8 +5,8 @@ expiry (CORE-17/20, CHG-02). It then checks the payload by its type and takes th
 
 - `transaction` (pull, CHG-07): a signed 0x76 transaction whose calls are exactly the
   request's transfers on `currency`, on the request's chain, valid no later than the challenge
-  expires. The server co-signs as fee payer when it offered `feePayer` (CHG-10), broadcasts, and
-  requires a successful receipt.
+  expires. The server co-signs as fee payer when it offered `feePayer` (CHG-10), only within its
+  sponsor policy (`_check_sponsorable`), broadcasts, and requires a successful receipt.
 - `hash` (push, CHG-08): a transaction the payer already broadcast; refused with `feePayer`.
   Its successful receipt must carry the request's transfers as logs emitted by `currency`.
 - `proof` (CHG-09): only for a zero amount; the payer signs the challenge id.
@@ -39,7 +39,13 @@ from mpp.core.errors import (
 )
 from mpp.core.rfc3339 import format_rfc3339
 from mpp.session.ports import Store, TxReceipt
-from mpp.session.tempo_tx import TempoTxError, cosign_as_fee_payer, decode_tempo_tx
+from mpp.session.tempo_tx import (
+    EXPIRING_NONCE_KEY,
+    DecodedTempoTx,
+    TempoTxError,
+    cosign_as_fee_payer,
+    decode_tempo_tx,
+)
 
 __all__ = ["ChargeChain", "ChargeServer", "Charged"]
 
@@ -49,6 +55,8 @@ CHALLENGES: Final = "charge-challenge"  # store scopes of the consumed ids
 TRANSACTIONS: Final = "charge-tx"
 _PENDING: Final = b"pending"
 _HASH_LENGTH: Final = 66
+MAX_SPONSORED_GAS: Final = 2_000_000  # a charge's transfers with room; what we co-sign at most
+MAX_SPONSORED_VALIDITY: Final = 300  # seconds: the live network's expiring-nonce window
 
 
 @runtime_checkable
@@ -151,6 +159,7 @@ class ChargeServer:
         if terms.fee_payer:
             if not tx.awaiting_fee_payer or self._fee_payer_key is None:
                 raise VerificationFailed("the transaction must be signed for our fee payer")
+            self._check_sponsorable(tx)
             fee_token = self._fee_token or terms.currency
             final = cosign_as_fee_payer(tx, self._fee_payer_key, fee_token=fee_token)
         elif tx.sponsored:
@@ -170,6 +179,22 @@ class ChargeServer:
         if receipt.status != 1:
             raise VerificationFailed("the payment transaction reverted")
         return Charged(self._receipt(receipt.tx_hash, terms), tx.sender)
+
+    def _check_sponsorable(self, tx: DecodedTempoTx) -> None:
+        """What we co-sign as fee payer must cost us no more than a payment needs (the public
+        conformance suite's sponsor policy): an expiring nonce, a short validity window, a gas
+        limit within MAX_SPONSORED_GAS, no access list, and the fee token left to us."""
+        if tx.fee_token is not None:
+            raise VerificationFailed("a sponsored transaction must not include fee_token")
+        if tx.nonce_key != EXPIRING_NONCE_KEY:
+            raise VerificationFailed("a sponsored transaction must use expiring nonce key")
+        if tx.gas_limit > MAX_SPONSORED_GAS:
+            raise VerificationFailed("gas limit exceeds sponsor policy")
+        now = int(self._clock())
+        if tx.valid_before is None or tx.valid_before > now + MAX_SPONSORED_VALIDITY:
+            raise VerificationFailed("validity window exceeds sponsor policy")
+        if tx.fields[5]:
+            raise VerificationFailed("access list is not allowed in a sponsored transaction")
 
     def _hash(self, payload: dict[str, Any], terms: ChargeTerms, bound: tuple[str, str]) -> Charged:
         tx_hash = payload.get("hash")
