@@ -95,3 +95,47 @@ def test_cases_that_parse(case: str, wire: str) -> None:
 def test_cases_that_fail(case: str, wire: str) -> None:
     with pytest.raises(ChallengeParseError):
         parse_challenge(wire)
+
+
+# --- formatting cases ----------------------------------------------------------------------------
+
+
+def test_case_basic_challenge_formats_to_the_suite_wire() -> None:
+    from mpp.core.challenge import Challenge
+
+    request = {"amount": "1000000", "currency": "0x20c0000000000000000000000000000000000001",
+               "recipient": "0x1234567890abcdef1234567890abcdef12345678"}  # fmt: skip
+    wire = Challenge("ch_abc123", "api.example.com", "tempo", "charge", request).to_header()
+    assert wire == (
+        'Payment id="ch_abc123", realm="api.example.com", method="tempo", intent="charge", '
+        'request="eyJhbW91bnQiOiIxMDAwMDAwIiwiY3VycmVuY3kiOiIweDIwYzAwMDAwMDAwMDAwMDAwMDAwMDAwMD'
+        "AwMDAwMDAwMDAwMDAwMDEiLCJyZWNpcGllbnQiOiIweDEyMzQ1Njc4OTBhYmNkZWYxMjM0NTY3ODkwYWJjZGVmMT"
+        'IzNDU2NzgifQ"'
+    )
+    assert parse_challenge(wire).request == request  # roundtrip
+
+
+@pytest.mark.parametrize(
+    "case, description, quoted",
+    [
+        ("escaped_quotes_in_description", 'Pay "premium" API', '"Pay \\"premium\\" API"'),
+        ("escaped_backslashes_in_description", "Path C:\\tempo\\api", '"Path C:\\\\tempo\\\\api"'),
+    ],
+)
+def test_cases_that_format_and_roundtrip(case: str, description: str, quoted: str) -> None:
+    from mpp.core.challenge import Challenge
+
+    ch = Challenge("ch_q", "api.example.com", "tempo", "charge", {}, description=description)
+    wire = ch.to_header()
+    assert wire.endswith(f"description={quoted}")
+    assert parse_challenge(wire).description == description
+
+
+def test_case_error_crlf_in_description_format() -> None:
+    from mpp.core.challenge import Challenge
+    from mpp.core.errors import FormatError
+
+    ch = Challenge("ch_crlf", "api.example.com", "tempo", "charge", {},
+                   description="Line one\r\nLine two", opaque={"trace": "123"})  # fmt: skip
+    with pytest.raises(FormatError):
+        ch.to_header()
