@@ -138,3 +138,35 @@ def test_chg_02_an_expired_charge_challenge_is_refused_before_any_payment(
     assert r.status_code == 402 and "payment-receipt" not in r.headers
     assert r.json()["type"].endswith("invalid-challenge")
     assert _balance(env, env.payee) == before  # nothing broadcast
+
+
+def test_chg_05_06_route_options_are_issued_and_paid(env: Env) -> None:
+    """A route's memo, splits, supportedModes and externalId reach the challenge and are paid
+    as asked (push here: the only mode offered)."""
+    from mpp.charge import Split
+    from mpp.http.server import ChargeOptions
+
+    (platform,) = env.devnet.new_accounts(1)
+    memo = "0x" + "0d" * 32
+    options = ChargeOptions(memo=memo, splits=(Split(platform.address.lower(), 40),),
+                            supported_modes=("push",), external_id="order-9")  # fmt: skip
+    price = Price(amount=400, intents=("charge",), charge=options)
+    gate = PaymentGate(env.engine(), env.issuer(), [Route("/split", price)])
+    thread = ServerThread(plain_app(gate, Counters())).start()
+    try:
+        r = httpx.get(thread.url + "/split")
+        [ch] = parse_challenges(r.headers.get_list("www-authenticate"))
+        details = ch.request["methodDetails"]
+        assert details["memo"] == memo and details["supportedModes"] == ["push"]
+        assert details["splits"] == [{"amount": "40", "recipient": platform.address.lower()}]
+        assert ch.request["externalId"] == "order-9"
+        before = (_balance(env, env.payee), _balance(env, platform.address))
+        auth = PaymentAuth(env.payer_for(), allow_insecure=True)
+        with httpx.Client(auth=auth, timeout=30) as client:
+            paid = client.get(thread.url + "/split")
+        assert paid.status_code == 200, paid.text
+        assert _balance(env, env.payee) == before[0] + 360
+        assert _balance(env, platform.address) == before[1] + 40
+        assert parse_receipt(paid.headers["payment-receipt"]).to_json()["externalId"] == "order-9"
+    finally:
+        thread.stop()

@@ -22,11 +22,12 @@ from mpp.http.server.answers import Answer
 from mpp.http.server.asgi import PaymentMiddleware
 from mpp.http.server.gate import PaymentGate
 from mpp.http.server.meter import Meter, Phase, get_meter
-from mpp.http.server.routes import Price, RequestInfo, Route
+from mpp.http.server.routes import ChargeOptions, Price, RequestInfo, Route
 from mpp.http.server.waiters import VoucherWaiters
 
 __all__ = [
     "Answer",
+    "ChargeOptions",
     "Meter",
     "PaymentGate",
     "PaymentMiddleware",

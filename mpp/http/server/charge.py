@@ -18,7 +18,7 @@ from mpp.core.binding import ChallengeIssuer
 from mpp.core.challenge import Challenge
 from mpp.core.credential import Credential
 from mpp.core.digest import content_digest
-from mpp.http.server.routes import RequestInfo, Route
+from mpp.http.server.routes import Price, RequestInfo, Route
 from mpp.session.terms import SessionTerms
 
 __all__ = ["CHARGE", "ChargePending", "ChargeRoutes"]
@@ -42,20 +42,24 @@ class ChargeRoutes:
         self.server = server
         self._issuer = issuer
         self._base = base
-        self._terms: dict[tuple[int, str | None], ChargeTerms] = {}
+        self._terms: dict[Price, ChargeTerms] = {}
 
     def terms_for(self, route: Route) -> ChargeTerms:
-        key = (route.price.per_request, route.price.description)
-        terms = self._terms.get(key)
+        price = route.price
+        terms = self._terms.get(price)
         if terms is None:
-            base = self._base
-            terms = self._terms[key] = ChargeTerms(
-                amount=route.price.per_request,
+            base, more = self._base, price.charge
+            terms = self._terms[price] = ChargeTerms(
+                amount=price.per_request,
                 currency=base.currency,
                 recipient=base.recipient,
                 chain_id=base.chain_id,
-                description=route.price.description,
+                description=price.description,
+                external_id=more.external_id,
                 fee_payer=self.server.sponsors,
+                memo=more.memo,
+                splits=more.splits,
+                supported_modes=more.supported_modes,
             )
         return terms
 

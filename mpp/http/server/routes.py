@@ -10,12 +10,26 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-__all__ = ["Headers", "Price", "RequestInfo", "Route"]
+from mpp.charge.terms import Split
+
+__all__ = ["ChargeOptions", "Headers", "Price", "RequestInfo", "Route"]
 
 Headers = Sequence[tuple[str, str]]  # lowercase names
 
 
 INTENTS = ("session", "charge")
+
+
+@dataclass(frozen=True)
+class ChargeOptions:
+    """More terms for a route's tempo/charge challenge (mpp.charge.terms): a memo the primary
+    transfer must carry, splits to other recipients, the submission modes accepted, and the
+    merchant's reference."""
+
+    memo: str | None = None
+    splits: tuple[Split, ...] = ()
+    supported_modes: tuple[str, ...] | None = None
+    external_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -32,6 +46,7 @@ class Price:
     description: str | None = None
     intents: tuple[str, ...] = ("session",)
     charge_amount: int | None = None  # a metered price: one request paid with charge instead
+    charge: ChargeOptions = ChargeOptions()
 
     def __post_init__(self) -> None:
         if not self.intents or any(i not in INTENTS for i in self.intents):
