@@ -134,3 +134,28 @@ def test_console_script_error_and_help(env: Env) -> None:
     assert "exit codes: 0 ok, 1 the operation failed, 2 usage or bad input" in helped.stdout
     for command in ("devnet", "deploy", "channel", "serve", "chat", "demo"):
         assert command in helped.stdout
+
+
+def test_every_command_module_is_listed_and_help_loads_no_command() -> None:
+    """`mpp --help`/`--version` import no command module (so neither web3 nor the model): the
+    commands are listed by name, and each listed module registers its command."""
+    import pkgutil
+    import subprocess
+    import sys
+
+    import mpp.cli
+    from mpp.cli.main import COMMANDS
+
+    modules = {m.name for m in pkgutil.iter_modules(mpp.cli.__path__)}
+    commands = {name for name in modules if not name.startswith("_") and name != "main"}
+    assert set(COMMANDS) == commands
+    probe = (
+        "import sys, contextlib, io\n"
+        "from mpp.cli.main import main\n"
+        "with contextlib.redirect_stdout(io.StringIO()):\n"
+        "    try: main(['--help'])\n"
+        "    except SystemExit: pass\n"
+        "print(sorted(m for m in sys.modules if m.startswith(('web3', 'mpp.cli.'))))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "['mpp.cli.main']"
