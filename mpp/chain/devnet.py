@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import subprocess
 import tempfile
@@ -42,6 +43,7 @@ __all__ = [
 DEV_MNEMONIC: Final = "test test test test test test test test test test test junk"
 DEV_KEY_0: Final = "0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80"
 ANVIL_RELATIVE: Final = Path("node_modules/@foundry-rs/anvil-linux-amd64/bin/anvil")
+ANVIL_VERSION: Final = "1.7.1"  # package.json pins the same
 DEFAULT_FUNDING: Final = 1_000 * 10**6  # 1,000 pathUSD in base units
 _FUND_BATCH: Final = 40  # transfers per funding tx (each ~280 k gas to a fresh account on T4)
 
@@ -51,20 +53,25 @@ class DevnetError(RuntimeError):
 
 
 def find_anvil() -> Path:
-    """$MPP_ANVIL, else node_modules/... found from this package upwards or from the cwd."""
+    """$MPP_ANVIL, else `anvil` on PATH, else node_modules/@foundry-rs/anvil-* found from this
+    package upwards or from the cwd (the repository's pinned npm package)."""
     env = os.environ.get("MPP_ANVIL")
     if env:
         path = Path(env)
         if path.is_file() and os.access(path, os.X_OK):
             return path
         raise DevnetError(f"MPP_ANVIL={env} is not an executable file")
+    on_path = shutil.which("anvil")
+    if on_path:
+        return Path(on_path)
     for base in (Path(__file__).resolve(), Path.cwd().resolve() / "x"):
         for parent in base.parents:
-            candidate = parent / ANVIL_RELATIVE
-            if candidate.is_file():
-                return candidate
+            found = sorted((parent / "node_modules" / "@foundry-rs").glob("anvil-*/bin/anvil"))
+            if found:
+                return found[0]
     raise DevnetError(
-        f"anvil binary not found ({ANVIL_RELATIVE}); run scripts/setup.sh or set MPP_ANVIL"
+        "anvil not found: set MPP_ANVIL, put anvil on PATH, or run `npm install "
+        f"@foundry-rs/anvil@{ANVIL_VERSION}` (scripts/setup.sh does)"
     )
 
 
