@@ -85,6 +85,15 @@ def dev_account(index: int) -> LocalAccount:
     return account
 
 
+def _port_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
 def _free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
@@ -127,6 +136,10 @@ class Devnet:
         anvil: Path | str | None = None,
         startup_timeout: float = 10.0,
     ) -> Devnet:
+        if port and not _port_free(port):
+            # Whatever listens there is not ours: deploying and funding on it would write to
+            # someone else's chain.
+            raise DevnetError(f"port {port} is already in use; choose another or omit --port")
         binary = Path(anvil) if anvil else find_anvil()
         port = port or _free_port()
         args = [str(binary), "--network", "tempo", "--host", "127.0.0.1", "--port", str(port)]

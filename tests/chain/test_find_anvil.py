@@ -48,3 +48,16 @@ def test_path_then_node_modules_then_a_one_line_hint(
     package.mkdir(parents=True)
     pinned = _fake(package / "anvil")
     assert find_anvil() == pinned
+
+
+def test_a_busy_port_is_refused_before_anything_starts() -> None:
+    import socket
+
+    from mpp.chain.devnet import Devnet
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        with pytest.raises(DevnetError, match=f"port {port} is already in use"):
+            Devnet.start(port=port)
