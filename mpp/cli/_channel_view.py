@@ -70,7 +70,15 @@ def open_server_store(dsn: str) -> Store:
     except ValueError as exc:
         raise usage_error(f"bad store DSN: {exc}") from None
     except Exception as exc:  # driver errors: unreachable PostgreSQL, unreadable file
-        raise CliError(f"cannot open store: {type(exc).__name__}", EXIT_USAGE) from None
+        # The driver's own message may quote the DSN (and its password): say what kind of
+        # failure it is instead.
+        kind = type(exc).__name__
+        reason = {
+            "OperationalError": "cannot connect or open it (is the server up, the DSN right?)",
+            "DatabaseError": "not a database",
+            "ProgrammingError": "it is not a store of this toolkit",
+        }.get(kind, "the database driver refused it")
+        raise CliError(f"cannot open store: {reason}", EXIT_USAGE) from None
 
 
 def read_existing(chain: Web3Chain, escrow: str, channel_id: str) -> OnChainChannel:

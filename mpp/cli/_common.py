@@ -169,6 +169,20 @@ def amount_arg(value: str, what: str) -> int:
     return amount
 
 
+def http_failure(exc: Exception) -> str:
+    """A readable reason for a request that failed (never a bare exception class name)."""
+    import httpx
+
+    if isinstance(exc, httpx.ConnectError):
+        return "connection refused or host unreachable"
+    if isinstance(exc, httpx.TimeoutException):
+        return "timed out"
+    if isinstance(exc, httpx.RemoteProtocolError):
+        return "the server closed the connection without an answer"
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return text or "the request failed"
+
+
 def format_amount(amount: int, token: str = PATH_USD) -> str:
     whole, frac = divmod(amount, 10**DECIMALS)
     name = "pathUSD" if token.lower() == PATH_USD else "USD"
@@ -188,8 +202,8 @@ def load_key(args: argparse.Namespace) -> bytes:
         raise usage_error(f"no key: set {name} or give --keystore")
     try:
         return private_key_bytes(raw.strip())
-    except ValueError:
-        raise usage_error(f"{name} does not hold a 32-byte hex private key") from None
+    except ValueError as exc:
+        raise usage_error(f"{name} does not hold a usable private key: {exc}") from None
 
 
 def _from_keystore(path: Path, password_env: str) -> bytes:

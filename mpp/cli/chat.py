@@ -30,6 +30,7 @@ from mpp.cli._common import (
     emit,
     env_or,
     format_amount,
+    http_failure,
     usage_error,
 )
 from mpp.core.errors import InsecureTransport
@@ -168,7 +169,7 @@ def run(args: argparse.Namespace) -> int:
     except ChatError as exc:
         raise CliError(f"the server refused the request: {exc}") from None
     except httpx.HTTPError as exc:
-        raise CliError(f"cannot reach the server at {url}: {type(exc).__name__}") from None
+        raise CliError(f"cannot reach the server at {url}: {http_failure(exc)}") from None
     except CloseFailed as exc:
         raise CliError(str(exc)) from None
     finally:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import json
 import os
 import sys
 import traceback
@@ -86,8 +87,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         if debug:
             traceback.print_exc()
         # One line; messages never contain keys (CORE-43).
-        print(f"mpp: error: {_message(exc)}", file=sys.stderr)
-        return _exit_code(exc)
+        message, code = _message(exc), _exit_code(exc)
+        print(f"mpp: error: {message}", file=sys.stderr)
+        if getattr(args, "json", False) is True:  # --json: the error is a JSON object too
+            print(json.dumps({"error": message, "exitCode": code}), flush=True)
+        return code
 
 
 def _message(exc: Exception) -> str:

@@ -30,6 +30,7 @@ from mpp.cli._common import (
     CliError,
     add_key_flags,
     amount_arg,
+    http_failure,
     usage_error,
 )
 from mpp.core.challenge import Challenge, parse_challenges
@@ -134,7 +135,7 @@ def run(args: argparse.Namespace) -> int:
         finally:
             auth.close()
     except httpx.HTTPError as exc:
-        raise CliError(f"cannot reach {args.url}: {type(exc).__name__}") from None
+        raise CliError(f"cannot reach {args.url}: {http_failure(exc)}") from None
     except PolicyViolation as exc:
         raise CliError(f"not paid: {exc}") from None
     finally:

@@ -109,6 +109,8 @@ def private_key_bytes(key: str | bytes | LocalAccount) -> bytes:
         raw = bytes(key.key)
     if len(raw) != 32:
         raise ValueError("private key must be 32 bytes")
+    if not 0 < int.from_bytes(raw, "big") < SECP256K1_N:
+        raise ValueError("private key is zero or not below the secp256k1 group order")
     return raw
 
 

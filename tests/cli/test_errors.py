@@ -50,7 +50,10 @@ def test_bad_input_is_one_line(cli: CLI, argv: list[str], code: int, message: st
     r = cli(*argv)
     assert r.code == code, r.err
     assert r.error.startswith(message), r.error
-    assert r.out == ""
+    if "--json" in argv:  # the same error as one JSON object on stdout
+        assert r.json == {"error": r.error, "exitCode": code}
+    else:
+        assert r.out == ""
 
 
 def test_rpc_unreachable_is_3(cli: CLI) -> None:
@@ -66,8 +69,11 @@ def test_missing_and_malformed_keys(cli: CLI, env: Env, monkeypatch: pytest.Monk
     assert cli(*args).error == "no key: set MPP_PAYER_KEY or give --keystore"
     monkeypatch.setenv("MPP_PAYER_KEY", "0xnot-a-key-but-a-secret")
     r = cli(*args)
-    assert r.code == 2 and r.error == "MPP_PAYER_KEY does not hold a 32-byte hex private key"
+    assert r.code == 2
+    assert r.error == "MPP_PAYER_KEY does not hold a usable private key: private key is not hex"
     assert "not-a-key" not in r.err
+    monkeypatch.setenv("MPP_PAYER_KEY", "0x" + "00" * 32)  # hex, 32 bytes, but not a key
+    assert cli(*args).error.endswith("private key is zero or not below the secp256k1 group order")
     monkeypatch.delenv("MPP_RPC_URL")
     assert cli("channel", "status", UNKNOWN).error.startswith("no RPC URL")
 
@@ -159,3 +165,12 @@ def test_every_command_module_is_listed_and_help_loads_no_command() -> None:
     )
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "['mpp.cli.main']"
+
+
+def test_json_errors_are_a_json_object_on_stdout(
+    cli: CLI, env: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("MPP_RPC_URL")
+    r = cli("channel", "status", UNKNOWN, "--json")
+    assert r.code == 2
+    assert r.json == {"error": r.error, "exitCode": 2}
