@@ -99,7 +99,9 @@ def shop(
 
 
 @pytest.mark.parametrize("fee_payer", [False, True])
-def test_chg_07_pull_transaction_pays_once_and_receipts(shop: Shop, fee_payer: bool) -> None:
+def test_chg_07_chg_10_pull_transaction_pays_once_and_receipts(shop: Shop, fee_payer: bool) -> None:
+    """CHG-07, and CHG-10 when sponsored: the payer signs with the placeholder, the server
+    co-signs as fee payer and pays the fee; the payee gets the whole amount either way."""
     terms = shop.terms(fee_payer=fee_payer, external_id="order-7")
     before = shop.balance(shop.payee)
     cred, expires = shop.credential(terms)

@@ -1,6 +1,7 @@
 """Fee-payer co-sign cases of the public MPP conformance suite (tempoxyz/mpp-tools,
 conformance/vectors/tempo-fee-payer-cosign.json), each test named by its case: a sponsored
-transaction is co-signed only within the sponsor policy, and nothing else reaches the chain."""
+transaction (CHG-10: signed with the 0x00 placeholder and no fee token) is co-signed in the 0x78
+domain only within the sponsor policy, and nothing else reaches the chain."""
 
 from __future__ import annotations
 
