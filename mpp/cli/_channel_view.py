@@ -40,7 +40,7 @@ from mpp.session.payer import follow_chain
 from mpp.session.payer_model import PayerChannel
 from mpp.session.ports import ChannelState, OnChainChannel, Store
 from mpp.session.settlement import earned
-from mpp.store.open import open_store
+from mpp.store.open import open_store, sqlite_path
 from mpp.store.payer_records import PayerRecords
 
 __all__ = ["open_records", "open_server_store", "read_existing", "run_list", "run_status"]
@@ -64,7 +64,16 @@ def open_records(args: argparse.Namespace, *, create: bool = True) -> PayerRecor
         raise CliError(f"cannot open payer records {path}: {exc}", EXIT_USAGE) from None
 
 
-def open_server_store(dsn: str) -> Store:
+def open_server_store(dsn: str, *, create: bool = False) -> Store:
+    """The server's store. Only `mpp serve` creates one (`create`): the channel commands read
+    an existing store, and a typo in their --store must not leave an empty database behind."""
+    if not create and dsn not in ("memory:", "memory://") and "postgres" not in dsn.split(":")[0]:
+        try:
+            path = Path(sqlite_path(dsn))
+        except ValueError as exc:
+            raise usage_error(f"bad store DSN: {exc}") from None
+        if not path.exists():
+            raise usage_error(f"no store at {path} (mpp serve creates it on its first start)")
     try:
         return open_store(dsn)
     except ValueError as exc:

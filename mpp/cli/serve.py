@@ -285,7 +285,7 @@ def run(args: argparse.Namespace) -> int:
             "close (payer close requests are still answered)",
             file=sys.stderr,
         )
-    store = open_server_store(ns.store)
+    store = open_server_store(ns.store, create=True)
     try:
         engine = attach_payment(settings, store, chain, key, opts)
         assert settings.payment is not None

@@ -101,7 +101,15 @@ def test_role_checks(cli: CLI, env: Env, monkeypatch: pytest.MonkeyPatch) -> Non
     monkeypatch.setenv("MPP_PAYEE_KEY", os.environ["MPP_PAYER_KEY"])
     r = cli("channel", "close", cid)
     assert r.code == 2 and r.error.startswith(f"this key is not the payee of channel {cid}")
-    assert cli("channel", "settle", cid, "--store", "sqlite:" + str(env.tmp / "s.db")).error == (
+    missing = env.tmp / "s.db"
+    assert cli("channel", "settle", cid, "--store", f"sqlite:{missing}").error == (
+        f"no store at {missing} (mpp serve creates it on its first start)"
+    )
+    assert not missing.exists()  # a typo in --store leaves no empty database behind
+    from mpp.store.sqlite import SqliteStore
+
+    SqliteStore(str(missing)).close()  # an (empty) store of ours
+    assert cli("channel", "settle", cid, "--store", f"sqlite:{missing}").error == (
         f"unknown channel {cid} in the store"
     )
 
