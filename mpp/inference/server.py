@@ -2,8 +2,9 @@
 
 Request path for `POST /v1/chat/completions` (the front, `_Front`):
 
-1. read and validate the body (400) and plan the providers (400 unknown model, 503 none left
-   after the filters) *before* any payment, so nobody opens a channel for a request that cannot run;
+1. read and validate the body (400) and plan the providers (503 for a model nobody serves, or
+   none left after the filters) *before* any payment, so nobody opens a channel for a request
+   that cannot run;
 2. `Authorization: Bearer` → the operator's API keys (401), served unpaid;
    anything else → the `mpp.http` PaymentMiddleware (402 challenge / vouchers / receipts), whose
    Meter the handler charges before every token (`mpp.inference.completion`);
@@ -97,13 +98,8 @@ class _Service:
 
     def plan(self, req: ChatCompletionRequest) -> list[ProviderEntry]:
         entries = self.registry.for_model(req.model)
-        if not entries:
-            raise APIError(
-                400,
-                f"The model '{req.model}' does not exist.",
-                param="model",
-                code="model_not_found",
-            )
+        if not entries:  # the seed platform's answer for a model nobody serves
+            raise APIError.unavailable(f"No providers available for model '{req.model}'.")
         candidates = filter_candidates(
             entries, allow_external=req.include_external, price_ceiling=req.price_ceiling
         )

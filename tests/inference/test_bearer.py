@@ -158,7 +158,6 @@ DROP = object()
         ({"max_input_price_per_million": -1, "max_output_price_per_million": 3}, None),
         ({"n": 2}, "n"),
         ({"logit_bias": {}}, "logit_bias"),
-        ({"model": "no-such-model"}, "model"),
     ],
 )
 def test_parameter_validation_400(url: str, body: dict[str, Any], param: str | None) -> None:
@@ -170,6 +169,15 @@ def test_parameter_validation_400(url: str, body: dict[str, Any], param: str | N
     assert err["type"] == "invalid_request_error"
     if param is not None:
         assert err["param"] == param
+
+
+def test_unknown_model_is_503_no_providers_available(url: str) -> None:
+    """The seed platform's shape: 503, `No providers available`, and no automatic retry."""
+    r = post(url, {**chat_body(), "model": "no-such-model"})
+    assert r.status_code == 503, r.text
+    err = r.json()["error"]
+    assert err["message"].startswith("No providers available")
+    assert err["code"] == "no_provider_available" and r.headers["x-should-retry"] == "false"
 
 
 def test_invalid_json_400(url: str) -> None:
