@@ -162,7 +162,22 @@ class _Service:
         raise APIError(402, "Payment required to continue.", type="payment_required")
 
     async def models(self, request: Request) -> Response:
-        return JSONResponse(self.registry.models_listing(int(time.time())))
+        """Prices per model and, on a paid server, how to pay: the methods a 402 offers, the
+        base units per metered token and, with `charge_per_request`, a JSON answer's price."""
+        body = self.registry.models_listing(int(time.time()))
+        pay = self.settings.payment
+        if pay is not None:
+            payment: dict[str, Any] = {
+                "methods": ["tempo/session"] + (["tempo/charge"] if pay.charge_per_request else []),
+                "currency": pay.engine.terms.currency,
+                "unitType": UNIT_TYPE,
+                "amountPerUnit": str(self.settings.effective_unit_price),
+            }
+            if pay.charge_per_request:
+                payment["chargePerRequest"] = str(pay.charge_per_request)
+            for model in body["data"]:
+                model["payment"] = payment
+        return JSONResponse(body)
 
 
 async def _sse(writer: ChunkWriter, outcomes: AsyncIterator[Any]) -> AsyncIterator[bytes]:

@@ -119,3 +119,12 @@ def test_charge_amount_is_required_for_a_metered_charge() -> None:
         HttpPrice(amount=2, unit_type="llm_token", intents=("session", "charge"))
     with pytest.raises(ValueError, match="metered"):
         HttpPrice(amount=2, charge_amount=5)
+
+
+def test_models_list_says_how_to_pay(server: Server) -> None:
+    [model] = httpx.get(server.url + "/v1/models").json()["data"]
+    assert model["payment"] == {
+        "methods": ["tempo/session", "tempo/charge"], "currency": TOKEN, "unitType": "llm_token",
+        "amountPerUnit": "2", "chargePerRequest": str(PER_REQUEST),
+    }  # fmt: skip
+    assert model["pricing"]["input_price_per_million"] == 100
