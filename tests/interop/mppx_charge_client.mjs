@@ -4,32 +4,11 @@
 //   config = {url, rpcUrl, privateKey, chainId, gas?}   (read from stdin: keys never on argv)
 //
 // Prints one JSON line: {"status", "receipt" (the Payment-Receipt header or null), "body"} or
-// {"error"}. Through anvil, viem fills gas with eth_fillTransaction, whose estimate ignores a
-// Tempo transaction's `calls` (TOOLCHAIN.md): the transport raises the filled gas limit (only
-// the gas used is charged). A real Tempo node does not need this.
+// {"error"}. The anvil gas workaround is in anvil_viem.mjs.
 
 import { Mppx, tempo } from 'mppx/client'
-import { createClient, custom, defineChain, http } from 'viem'
 import { privateKeyToAccount } from 'viem/accounts'
-import { tempoLocalnet } from 'viem/chains'
-
-function gasRaisingTransport(url, minimumGas) {
-  const inner = http(url, { timeout: 10_000 })
-  return (options) => {
-    const base = inner(options)
-    return custom({
-      async request({ method, params }) {
-        const result = await base.request({ method, params })
-        if (method === 'eth_fillTransaction' && result?.tx?.gas !== undefined) {
-          if (BigInt(result.tx.gas) < minimumGas) result.tx.gas = `0x${minimumGas.toString(16)}`
-        }
-        if (method === 'eth_estimateGas' && BigInt(result) < minimumGas)
-          return `0x${minimumGas.toString(16)}`
-        return result
-      },
-    })(options)
-  }
-}
+import { anvilClient } from './anvil_viem.mjs'
 
 async function readStdin() {
   let text = ''
@@ -39,18 +18,8 @@ async function readStdin() {
 
 async function main() {
   const args = await readStdin()
-  const chain = defineChain({
-    ...tempoLocalnet,
-    id: args.chainId,
-    name: 'Tempo (anvil)',
-    rpcUrls: { default: { http: [args.rpcUrl] } },
-  })
   const account = privateKeyToAccount(args.privateKey)
-  const client = createClient({
-    account,
-    chain,
-    transport: gasRaisingTransport(args.rpcUrl, BigInt(args.gas ?? 1_000_000)),
-  })
+  const client = anvilClient({ ...args, account, minimumGas: BigInt(args.gas ?? 1_000_000) })
   const mppx = Mppx.create({
     methods: [tempo.charge({ account, getClient: () => client })],
     polyfill: false,

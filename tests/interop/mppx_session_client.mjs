@@ -10,36 +10,14 @@
 // Prints one JSON object per line on stdout: {"kind": "request"|"message"|"receipt"|"close"|
 // "done"|"error", ...}. Exits 0 after "done", 1 after "error". The caller bounds the run time.
 //
-// Through anvil, viem fills gas with eth_fillTransaction, whose estimate ignores a Tempo
-// transaction's `calls` (TOOLCHAIN.md): the transport below raises the filled gas limit (only the
-// gas used is charged). A real Tempo node does not need this.
+// The anvil gas workaround is in anvil_viem.mjs.
 
 import { tempo } from 'mppx/client'
-import { createClient, custom, defineChain, http } from 'viem'
 import { privateKeyToAccount } from 'viem/accounts'
-import { tempoLocalnet } from 'viem/chains'
+import { anvilClient } from './anvil_viem.mjs'
 
 const args = JSON.parse(process.argv[2])
 const out = (kind, data) => process.stdout.write(`${JSON.stringify({ kind, ...data })}\n`)
-
-function gasRaisingTransport(url, minimumGas) {
-  const inner = http(url, { timeout: 10_000 })
-  return (options) => {
-    const base = inner(options)
-    return custom({
-      async request({ method, params }) {
-        const result = await base.request({ method, params })
-        if (method === 'eth_fillTransaction' && result?.tx?.gas !== undefined) {
-          const gas = BigInt(result.tx.gas)
-          if (gas < minimumGas) result.tx.gas = `0x${minimumGas.toString(16)}`
-        }
-        if (method === 'eth_estimateGas' && BigInt(result) < minimumGas)
-          return `0x${minimumGas.toString(16)}`
-        return result
-      },
-    })(options)
-  }
-}
 
 // Every request the client makes, with the credential action it carries (for the test).
 function loggingFetch(input, init = {}) {
@@ -61,18 +39,8 @@ function loggingFetch(input, init = {}) {
 }
 
 async function main() {
-  const chain = defineChain({
-    ...tempoLocalnet,
-    id: args.chainId,
-    name: 'Tempo (anvil)',
-    rpcUrls: { default: { http: [args.rpcUrl] } },
-  })
   const account = privateKeyToAccount(args.privateKey)
-  const client = createClient({
-    account,
-    chain,
-    transport: gasRaisingTransport(args.rpcUrl, BigInt(args.gas ?? 3_000_000)),
-  })
+  const client = anvilClient({ ...args, account, minimumGas: BigInt(args.gas ?? 3_000_000) })
   const manager = tempo.sessionLegacy({
     account,
     client,

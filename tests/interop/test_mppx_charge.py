@@ -18,6 +18,7 @@ from mpp.core.receipt import parse_receipt
 from mpp.http import PaymentAuth, PaymentGate, Price, Route
 from mpp.http.client import RECEIPTS_KEY
 from tests.http.support import TOKEN, Counters, Env, ServerThread, plain_app
+from tests.interop.peer_server import peer_server
 from tests.interop.test_mppx_codec import node_or_skip
 
 CLIENT = Path(__file__).with_name("mppx_charge_client.mjs")
@@ -69,23 +70,8 @@ def mppx_server(env: Env) -> Iterator[str]:
     config = {"port": port, "rpcUrl": env.devnet.rpc_url, "chainId": env.devnet.chain_id,
               "recipient": env.payee, "currency": TOKEN,
               "secret": "mppx-peer-secret-0123456789abcdef-0123", "amount": "0.0042"}  # fmt: skip
-    proc = subprocess.Popen(
-        [node, str(SERVER)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-        cwd=str(SERVER.parent),
-    )  # fmt: skip
-    try:
-        assert proc.stdin is not None and proc.stdout is not None
-        proc.stdin.write(json.dumps(config) + "\n")
-        proc.stdin.flush()
-        assert json.loads(proc.stdout.readline()) == {"ready": True}
+    with peer_server([node, str(SERVER)], config, SERVER.parent):
         yield f"http://127.0.0.1:{port}"
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
 
 
 def test_chg_08_our_client_pays_an_mppx_charge_server_by_push(mppx_server: str, env: Env) -> None:

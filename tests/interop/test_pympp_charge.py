@@ -24,6 +24,7 @@ from mpp.core.receipt import parse_receipt
 from mpp.http import PaymentAuth, PaymentGate, Price, Route
 from mpp.http.client import RECEIPTS_KEY
 from tests.http.support import TOKEN, Counters, Env, ServerThread, plain_app
+from tests.interop.peer_server import peer_server
 
 ROOT = Path(__file__).resolve().parents[2]
 PEER_PYTHON = ROOT / ".peers" / "pympp" / "bin" / "python"
@@ -103,26 +104,8 @@ def pympp_server(env: Env) -> Iterator[str]:
     cfg = {"port": port, "recipient": env.payee, "chain_id": env.devnet.chain_id,
            "rpc_url": env.devnet.rpc_url, "currency": TOKEN,
            "secret": "pympp-peer-secret-0123456789abcdef", "amount": "0.0025"}  # fmt: skip
-    proc = subprocess.Popen(
-        [str(PEER_PYTHON), str(SERVER_SCRIPT)],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-        cwd=str(SERVER_SCRIPT.parent),
-    )
-    try:
-        assert proc.stdin is not None and proc.stdout is not None
-        proc.stdin.write(json.dumps(cfg) + "\n")
-        proc.stdin.flush()
-        assert json.loads(proc.stdout.readline()) == {"ready": True}
+    with peer_server([str(PEER_PYTHON), str(SERVER_SCRIPT)], cfg, SERVER_SCRIPT.parent):
         yield f"http://127.0.0.1:{port}"
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
 
 
 def test_chg_08_our_client_pays_a_pympp_charge_server_by_push(pympp_server: str, env: Env) -> None:
