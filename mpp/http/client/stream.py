@@ -11,8 +11,8 @@ sends a request runs in the stream's own worker threads, so neither a sync reade
 loop waits for it. Vouchers go ahead in the background, several on the wire when the stream is
 faster than a voucher round trip; a need-voucher (SES-31) is answered in event order, after a
 topUp on chain when `requiredCumulative > deposit`, on its own request to the same URI (SES-34).
-Receipts are recorded in the same order. When the body ends, the stream waits for its workers,
-so the receipts are all there when the caller's read returns.
+When the body ends, the stream waits for its workers and then records the receipt events it
+read, so the final receipt is the latest one when the caller's read returns.
 """
 
 from __future__ import annotations
@@ -55,7 +55,8 @@ class PaidStream:
         self._ahead.start(decimal_amount(accepted), decimal_amount(spent))
         # Constructed where the response is taken over: in a worker thread for async clients.
         self._ahead.deposit = ex.paying.deposit_of(ex.channel_id)
-        self._serial: deque[Callable[[], None]] = deque()  # receipts and answers, in order
+        self._serial: deque[Callable[[], None]] = deque()  # need-voucher answers, in order
+        self._receipts: list[dict[str, object]] = []  # receipt events, recorded by finish()
         self._draining = False
         self._pool: ThreadPoolExecutor | None = None
         self._work: set[Future[None]] = set()
@@ -94,7 +95,8 @@ class PaidStream:
 
     def _on_event(self, event: PaymentEvent) -> None:
         if event.event == RECEIPT:
-            self._serially(functools.partial(self._ex.add_receipt, event.data))
+            with self._cond:  # recorded by finish(), after the voucher answers it covers
+                self._receipts.append(dict(event.data))
             return
         if event.event != NEED_VOUCHER:
             return
@@ -211,6 +213,10 @@ class PaidStream:
             wait_all(work)
         if pool is not None:
             pool.shutdown(wait=True)
+        with self._cond:
+            receipts, self._receipts = self._receipts, []
+        for receipt in receipts:  # the stream's own receipts last: its final one is the latest
+            self._ex.add_receipt(receipt)
 
 
 class SyncPaidBody(httpx.SyncByteStream):
