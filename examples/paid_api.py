@@ -15,15 +15,21 @@ from eth_account import Account
 from fastapi import Depends, FastAPI
 from fastapi.responses import StreamingResponse
 
-from mpp.chain.web3chain import Web3Chain
-from mpp.core import ChallengeIssuer
-from mpp.http import Meter, PaymentGate, PaymentMiddleware, Price, Route
-from mpp.http.server.fastapi import payment_meter
-from mpp.session.engine import SessionServer
-from mpp.session.terms import SessionTerms
-from mpp.store import open_store
+from mpp import (
+    PATH_USD,
+    ChallengeIssuer,
+    Meter,
+    PaymentGate,
+    PaymentMiddleware,
+    Price,
+    Route,
+    SessionServer,
+    SessionTerms,
+    Web3Chain,
+    open_store,
+    payment_meter,
+)
 
-PATH_USD = "0x20c0000000000000000000000000000000000000"
 payee = Account.from_key(os.environ["MPP_PAYEE_KEY"])
 chain = Web3Chain(os.environ["MPP_RPC_URL"], account=payee, fee_token=PATH_USD)
 terms = SessionTerms(

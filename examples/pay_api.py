@@ -9,10 +9,7 @@ import os
 
 import httpx
 
-from mpp.chain.web3chain import Web3Chain
-from mpp.http import PaymentAuth
-from mpp.session.payer import Payer
-from mpp.session.policy import SpendingPolicy
+from mpp import Payer, PaymentAuth, SpendingPolicy, Web3Chain
 
 payer = Payer(
     os.environ["MPP_PAYER_KEY"],
@@ -26,3 +23,4 @@ with httpx.Client(base_url=os.environ["API_URL"], auth=auth, timeout=30) as clie
     with client.stream("GET", "/count") as stream:
         items = [line for line in stream.iter_lines() if line.startswith("data:")]
     print(len(items), "items; receipts:", [r["spent"] for r in auth.receipts][-1])
+print("cost", auth.receipts[-1]["cost"], "balance", auth.receipts[-1]["balance"])

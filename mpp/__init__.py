@@ -31,10 +31,15 @@ if TYPE_CHECKING:  # what the lazy names are, for type checkers
     from mpp.http import Route as Route
     from mpp.http import get_meter as get_meter
     from mpp.http.server import ChargeOptions as ChargeOptions
+    from mpp.http.server.fastapi import payment_meter as payment_meter
+    from mpp.inference.client import AsyncChatClient as AsyncChatClient
+    from mpp.inference.client import ChatClient as ChatClient
+    from mpp.inference.client import openai_http_client as openai_http_client
     from mpp.session.engine import SessionServer as SessionServer
     from mpp.session.payer import Payer as Payer
     from mpp.session.policy import SpendingPolicy as SpendingPolicy
     from mpp.session.terms import SessionTerms as SessionTerms
+    from mpp.session.watcher import ChainWatcher as ChainWatcher
     from mpp.store import open_store as open_store
 
 __version__ = "0.1.0"
@@ -58,6 +63,11 @@ _LAZY = {
     "Route": "mpp.http",
     "get_meter": "mpp.http",
     "ChargeOptions": "mpp.http.server",
+    "payment_meter": "mpp.http.server.fastapi",
+    "AsyncChatClient": "mpp.inference.client",
+    "ChatClient": "mpp.inference.client",
+    "openai_http_client": "mpp.inference.client",
+    "ChainWatcher": "mpp.session.watcher",
     "SessionServer": "mpp.session.engine",
     "Payer": "mpp.session.payer",
     "SpendingPolicy": "mpp.session.policy",

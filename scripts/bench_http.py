@@ -1,5 +1,5 @@
 """HTTP adapter benchmark: paid vs unpaid SSE throughput, and the added server-side latency of a
-paid non-streaming request on an open channel. One run, one server, ratios (DESIGN).
+paid non-streaming request on an open channel. One run, one server, ratios (docs/development.md).
 
     .venv/bin/python scripts/bench_http.py [--units 20000] [--requests 300]
     .venv/bin/python scripts/bench_http.py --wan [--rtt 0.05]

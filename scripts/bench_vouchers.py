@@ -1,4 +1,4 @@
-"""Voucher verification and acceptance throughput, measured as ratios in one run (DESIGN).
+"""Voucher verification and acceptance throughput, measured as ratios in one run.
 
     .venv/bin/python scripts/bench_vouchers.py [--n 5000]
 

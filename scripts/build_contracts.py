@@ -4,7 +4,7 @@
     .venv/bin/python scripts/build_contracts.py --check   # exit 1 if the committed file is stale
 
 The compiler is solc-js 0.8.37 from node_modules, driven through scripts/solc-forge.cjs (the
-same stand-in forge uses, TOOLCHAIN.md). Settings are fixed so that the output is reproducible:
+same stand-in forge uses, docs/development.md). Settings are fixed for a reproducible output:
 no metadata hash and no CBOR trailer in the bytecode, sorted keys, indent 2, trailing newline.
 evmVersion is cancun: it runs on anvil `--network tempo --hardfork T4`, checked by deploying.
 """

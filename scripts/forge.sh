@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Run forge on contracts/ offline with the solc-js compiler (TOOLCHAIN.md: forge cannot download
+# Run forge on contracts/ offline with the solc-js compiler (docs/development.md: forge cannot download
 # solc; scripts/solc-forge.cjs stands in for it). Usage: bash scripts/forge.sh test [forge args...]
 # Works from any cwd and exits with forge's exit code.
 set -euo pipefail

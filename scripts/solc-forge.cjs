@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-// A `solc` stand-in for forge, backed by the solc-js wasm build in node_modules (TOOLCHAIN.md:
+// A `solc` stand-in for forge, backed by the solc-js wasm build in node_modules (docs/development.md:
 // forge cannot download a native solc offline). It answers the only two calls forge makes:
 //   solc --version                  -> the same two lines a native solc prints
 //   solc --standard-json [flags]    -> standard JSON from stdin, compiled, JSON to stdout

@@ -1,7 +1,7 @@
 """The committed escrow artifact: fresh (matches a compile of the source) and the v1 ABI.
 
 Selectors and topics are recomputed here from the canonical signatures with keccak and compared
-to the values PROTOCOL.md lists (ESC-01..05), so a drift in either the contract or the table shows.
+to the v1 values pinned in the tables below (ESC-01..05), so a drift in either one shows.
 The exact-capture additions (ESC-16 settleCapture, ESC-17 closeCapture, InvalidCaptureAmount)
 are listed apart: the v1 tables stay as they were, and the ABI must be exactly v1 plus them.
 """
@@ -56,7 +56,7 @@ CAPTURE_FUNCTION_SELECTORS = {  # ESC-16, ESC-17: ours, on top of the v1 ABI
     "closeCapture(bytes32,uint128,uint128,bytes)": "0x909e3e60",
 }
 
-# ESC-04: PROTOCOL.md abbreviates topics to their first and last 4 bytes.
+# ESC-04: each topic is pinned by its first 8 and last 4 hex digits.
 EVENT_TOPICS = {
     "ChannelOpened(bytes32,address,address,address,address,bytes32,uint256)": ("cd6e6036", "5c94"),
     "Settled(bytes32,address,address,uint256,uint256,uint256)": ("e0b97d7c", "9848"),

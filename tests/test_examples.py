@@ -86,3 +86,47 @@ def test_fastapi_example_paid_by_httpx_example(
         except subprocess.TimeoutExpired:
             server.kill()
             server.wait(10)
+
+
+def test_walkthrough_server_toml_serves_the_paid_chat_example(
+    devnet_clean: Devnet, payer: LocalAccount, payee: LocalAccount, tmp_path: Path
+) -> None:
+    """docs/walkthrough.md as written: `mpp serve --config examples/server.toml` on a devnet,
+    then examples/paid_chat.py pays it per token (its own client, then the openai SDK)."""
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MPP_")}
+    env.update(
+        MPP_RPC_URL=devnet_clean.rpc_url,
+        MPP_ESCROW=devnet_clean.escrow,
+        MPP_PAYEE_KEY="0x" + payee.key.hex(),
+        MPP_PAYER_KEY="0x" + payer.key.hex(),
+        MPP_SECRET="walkthrough-secret-that-is-at-least-32-bytes",
+        MPP_BIND=f"127.0.0.1:{port}",  # the file's 8000 may be taken here
+        MPP_SERVER_URL=f"http://127.0.0.1:{port}",
+    )
+    cmd = [sys.executable, "-m", "mpp.cli.main", "serve", "--config",
+           str(ROOT / "examples" / "server.toml")]  # fmt: skip
+    server = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE)  # fmt: skip
+    try:
+        _wait_for_port(port, server, timeout=60)
+        done = subprocess.run(
+            [sys.executable, str(ROOT / "examples" / "paid_chat.py")],
+            cwd=tmp_path, env={**env, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True,
+            timeout=180, check=False,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr[-2000:]
+        lines = done.stdout.splitlines()
+        assert lines[0].startswith("model: ")
+        assert "cost " in done.stdout and "balance " in done.stdout
+        assert (tmp_path / "server.db").exists()  # the file's store, relative to the server
+    finally:
+        server.terminate()
+        try:
+            server.wait(20)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait(10)
+    assert server.stderr is not None
+    log = server.stderr.read().decode()
+    assert "Traceback" not in log and payee.key.hex() not in log

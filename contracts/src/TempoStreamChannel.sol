@@ -13,7 +13,7 @@ interface ITransferToken {
 ///         `settle` or `close`, or captures only part of it with `settleCapture` or
 ///         `closeCapture`. A payer who wants out calls `requestClose` and, after
 ///         CLOSE_GRACE_PERIOD, `withdraw`s whatever was not settled.
-/// @dev Row ids (ESC-xx, A-x) refer to PROTOCOL.md section 4. The ABI is exactly the v1 ABI
+/// @dev Row ids (ESC-xx, A-x) refer to docs/protocol.md section 3. The ABI is exactly the v1 ABI
 ///      (ESC-01..05) so the official SDKs decode it; the behaviour is the hardened one (A-2) with
 ///      two deliberate differences from the reference: finalized records are kept forever, and
 ///      signatures must be low-s with v in {27, 28} (A-4). On top of the v1 ABI it adds the

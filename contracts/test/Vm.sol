@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: MIT
 pragma solidity ^0.8.24;
 
-/// @dev The handful of forge cheatcodes these tests use (TOOLCHAIN.md: the npm forge-std is a
+/// @dev The handful of forge cheatcodes these tests use (docs/development.md: the npm forge-std is a
 ///      broken 2022 copy, so we declare our own). Signatures follow forge's cheatcode spec.
 interface Vm {
     struct Log {

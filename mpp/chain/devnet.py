@@ -1,6 +1,6 @@
 """A local Tempo devnet: the native anvil binary in Tempo mode, with the escrow deployed.
 
-`anvil --network tempo --hardfork T4` (TOOLCHAIN.md). The process is owned by the Devnet object
+`anvil --network tempo --hardfork T4` (docs/development.md). The Devnet object owns the process
 and stopped through its handle (terminate, then kill); use it as a context manager.
 """
 

@@ -1,4 +1,4 @@
-"""Calldata, return values, events and revert errors of the TempoStreamChannel v1 escrow (§4.1).
+"""Calldata, return values, events and revert errors of the TempoStreamChannel v1 escrow.
 
 Pure functions on bytes (no RPC). The open/topUp/approve encoders live in mpp.session.tempo_tx
 (the session layer builds those transactions) and are re-exported here.

@@ -1,6 +1,6 @@
 """The Chain port on web3.py + pytempo, plus the payee/payer helpers the CLI and engine use.
 
-TOOLCHAIN traps handled here: fees are paid in a USD TIP-20 token (`fee_token`), never ETH;
+Traps handled here (docs/development.md): fees are paid in a USD TIP-20 (`fee_token`), never ETH;
 `eth_estimateGas` ignores batched calls, so every transaction carries an explicit gas limit
 (only used gas is charged); a stale-nonce 0x76 tx is silently dropped, so waiting for a receipt
 is bounded and a missing receipt raises; `max_fee_per_gas = 2 x latest baseFee`.
@@ -81,7 +81,7 @@ class FeePayment:
 def fee_paid(receipt: TxReceipt) -> FeePayment | None:
     """The fee of a mined tx, from its `Transfer(payer -> 0xfeEC...)` log.
 
-    `receipt.feePayer` is wrong for sponsored txs (TOOLCHAIN.md); the log is not.
+    `receipt.feePayer` is wrong for sponsored txs (docs/development.md); the log is not.
     """
     for log in receipt.logs:
         topics = log.get("topics")

@@ -3,7 +3,7 @@
 EIP-712, no verifying contract. Two shapes exist: the one the public conformance suite and mppx
 use, domain {name "MPP", version "2", chainId} with `Proof(string challengeId,string realm)`,
 which we sign; and the earlier {version "1"} with `Proof(string challengeId)` (the charge draft
-as PROTOCOL.md's CHG-09 digests it), which we still accept. The credential's `source` names the
+as CHG-09 in docs/protocol.md), which we still accept. The credential's `source` names the
 signer as `did:pkh:eip155:<chainId>:<address>`; its chain must be the request's. Pure.
 """
 

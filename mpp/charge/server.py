@@ -231,13 +231,15 @@ class ChargeServer:
     # --- bookkeeping ----------------------------------------------------------------------------
 
     def _receipt(self, reference: str, terms: ChargeTerms) -> dict[str, Any]:
-        """CHG-11: method, reference (the transaction hash; the challenge id for a proof)."""
+        """CHG-11: method, reference (the transaction hash; the challenge id for a proof), and
+        `cost`, what was paid (base units; beyond CHG-11, which clients ignore, CORE-41)."""
         receipt: dict[str, Any] = {
             "method": "tempo",
             "intent": "charge",
             "status": "success",
             "reference": reference,
             "timestamp": format_rfc3339(datetime.fromtimestamp(self._clock(), UTC)),
+            "cost": str(terms.amount),
         }
         if terms.external_id is not None:
             receipt["externalId"] = terms.external_id

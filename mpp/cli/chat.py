@@ -1,5 +1,10 @@
 """`mpp chat`: ask a paid inference server, paying per token over an MPP session.
 
+With a prompt it asks once; without one it is a REPL: a multi-turn conversation (the history
+goes with every turn), the cost of each turn and the channel's balance after it. Ctrl-C during
+an answer stops that answer (only the tokens received are paid); Ctrl-C or Ctrl-D at the prompt
+ends the session (130 / 0). `/reset` forgets the history, `/exit` ends.
+
 The payer key comes from MPP_PAYER_KEY or --keystore; channels are kept in the payer's records
 file (--records, MPP_PAYER_RECORDS, default ~/.mpp/payer.db), so a later chat (or
 `mpp channel ...`) reuses them. The spending policy (--max-price, --max-deposit) is checked
@@ -35,7 +40,14 @@ from mpp.cli._common import (
 )
 from mpp.core.errors import InsecureTransport
 from mpp.core.http import require_secure_url
-from mpp.inference.client import ChatClient, ChatError, ChatStream, run_chat
+from mpp.inference.client import (
+    ChatClient,
+    ChatError,
+    ChatStream,
+    Messages,
+    format_usd,
+    run_chat,
+)
 from mpp.session.payer import Payer
 from mpp.session.policy import SpendingPolicy
 
@@ -49,9 +61,11 @@ def register(subparsers: Any) -> None:
         "chat", help="chat with a paid inference server (the paying client)"
     )
     add_output_flags(parser)
-    parser.add_argument("prompt", help="the user message ('-' reads stdin)")
+    parser.add_argument(
+        "prompt", nargs="?", help="the user message ('-' reads stdin); none: an interactive chat"
+    )
     parser.add_argument("--url", help=f"server base URL (MPP_SERVER_URL; {DEFAULT_URL})")
-    parser.add_argument("--model", default="glassllm-en")
+    parser.add_argument("--model", help="model id (default: the first the server lists)")
     parser.add_argument("--max-tokens", type=int, default=64)
     parser.add_argument("--seed", type=int)
     parser.add_argument("--deposit", help="channel deposit (default: the server's suggestion)")
@@ -115,6 +129,14 @@ class _StopOnWrite(io.TextIOBase):
         sys.stdout.flush()
 
 
+def _answer(client: ChatClient, messages: Messages, args: argparse.Namespace) -> ChatStream:
+    """Stream one answer to stdout, with a spinner until its first token."""
+    spinner = Spinner("paying and waiting for the first token", enabled=True)
+    with spinner:
+        out = cast(IO[str], _StopOnWrite(spinner))  # write + flush is all run_chat uses
+        return run_chat(client, messages, out=out, **_params(args))
+
+
 def _params(args: argparse.Namespace) -> dict[str, Any]:
     params: dict[str, Any] = {"max_tokens": args.max_tokens}
     if args.seed is not None:
@@ -135,8 +157,60 @@ def chat_summary(stream: ChatStream) -> dict[str, Any]:
         "channelId": final.get("channelId") if final else None,
         # header receipt + one per voucher / topUp answered mid-stream + the final event
         "midStreamVouchers": max(0, len(stream.receipts) - 2),
+        "balance": None if stream.balance is None else str(stream.balance),
         "receipt": final,
     }
+
+
+def _repl(client: ChatClient, args: argparse.Namespace) -> int:
+    """The interactive chat. Errors of one turn are shown and the chat goes on."""
+    history: list[dict[str, str]] = []
+    total = 0
+    try:
+        model = client.default_model()
+    except ChatError as exc:
+        raise CliError(f"the server refused the model list: {exc}") from None
+    except httpx.HTTPError as exc:
+        reason = http_failure(exc)
+        raise CliError(f"cannot reach the server at {client.base_url}: {reason}") from None
+    print(f"Chatting with {model} at {client.base_url}. /reset forgets, /exit or Ctrl-D ends.")
+    while True:
+        try:
+            line = input("you> ").strip()
+        except EOFError:
+            print()
+            break
+        except KeyboardInterrupt:
+            print()
+            return 130
+        if line in ("/exit", "/quit"):
+            break
+        if line == "/reset":
+            history.clear()
+            print("(history cleared)")
+            continue
+        if not line:
+            continue
+        history.append({"role": "user", "content": line})
+        try:
+            stream = _answer(client, history, args)
+        except KeyboardInterrupt:
+            print("\n(stopped: only the tokens received are paid)")
+            history.pop()
+            continue
+        except ChatError as exc:
+            print(f"error: the server refused the request: {exc}", file=sys.stderr)
+            history.pop()
+            continue
+        except httpx.HTTPError as exc:
+            print(f"error: cannot reach the server: {http_failure(exc)}", file=sys.stderr)
+            history.pop()
+            continue
+        history.append({"role": "assistant", "content": stream.text})
+        total += stream.spent
+        if client.auth is not None:
+            print(f"(this chat so far: {format_usd(total)})")
+    return 0
 
 
 def run(args: argparse.Namespace) -> int:
@@ -144,8 +218,9 @@ def run(args: argparse.Namespace) -> int:
         raise usage_error("--max-tokens must be positive")
     if args.prepay_units is not None and args.prepay_units < 0:
         raise usage_error("--prepay-units must be >= 0")
-    prompt = sys.stdin.read() if args.prompt == "-" else args.prompt
     url = str(env_or(args.url, "MPP_SERVER_URL") or DEFAULT_URL).rstrip("/")
+    if args.prompt is None and args.json:
+        raise usage_error("--json needs a prompt (the interactive chat is for people)")
     if not args.api_key_env:
         try:  # CORE-42 up front: https, or plain http to loopback only
             require_secure_url(url, allow_insecure=True)
@@ -153,14 +228,14 @@ def run(args: argparse.Namespace) -> int:
             raise CliError(f"{exc} (plain http only to loopback)", EXIT_USAGE) from None
     client, payer = _client(args, url)
     try:
+        if args.prompt is None:
+            return _repl(client, args)
+        prompt = sys.stdin.read() if args.prompt == "-" else args.prompt
         if args.json:
             stream = client.complete(prompt, **_params(args))
         else:
-            spinner = Spinner("paying and waiting for the first token", enabled=True)
-            with spinner:
-                out = cast(IO[str], _StopOnWrite(spinner))  # write + flush is all run_chat uses
-                stream = run_chat(client, prompt, out=out, **_params(args))
-        data = {"model": args.model, **chat_summary(stream), "close": None}
+            stream = _answer(client, prompt, args)
+        data = {"model": client.model, **chat_summary(stream), "close": None}
         if args.close and payer is not None and data["channelId"]:
             receipt, captured = close_over_http(
                 url + "/v1/chat/completions", payer, str(data["channelId"])

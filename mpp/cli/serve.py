@@ -6,6 +6,8 @@ MPP_CONFIG), else defaults. TOML keys (all optional; unknown keys are an error):
     rpc_url, chain_id, escrow, token, store, bind ("host:port"), realm, secret_env,
     payee_key_env, keystore, password_env, unit_price, suggested_deposit_units,
     voucher_timeout, min_deposit, fee_payer, api_key_envs (list of env var names),
+    admin_key_env (the env var holding the operator page's key; unset: no page, see
+    docs/operator.md), log_level (debug, info, warning, error; info logs each request),
     charge_per_request (a non-streaming completion may pay this once with tempo/charge instead of
     per token: base units or "0.01usd"; streams stay on sessions), routing_seed, [[providers]]
     tables (mpp.inference.settings.build_provider: kind, name, models, input_price_per_million,
@@ -59,6 +61,7 @@ from mpp.cli._common import (
     usage_error,
 )
 from mpp.cli._paid import PaymentOptions, attach_payment, serve_in_thread
+from mpp.inference.observe import stderr_logging
 from mpp.inference.settings import settings_from_config
 from mpp.session.engine import SessionServer
 from mpp.session.settlement import SettlementPolicy
@@ -71,7 +74,7 @@ _KEYS: Final = frozenset(
         "rpc_url", "chain_id", "escrow", "token", "store", "bind", "realm", "secret_env",
         "payee_key_env", "keystore", "password_env", "unit_price", "suggested_deposit_units",
         "voucher_timeout", "min_deposit", "fee_payer", "settlement", "api_key_envs",
-        "routing_seed", "providers", "charge_per_request",
+        "routing_seed", "providers", "charge_per_request", "admin_key_env", "log_level",
     }
 )  # fmt: skip
 # flag dest -> (environment variable, TOML key)
@@ -82,6 +85,10 @@ _SOURCES: Final = {
     "store": ("MPP_STORE", "store"),
     "bind": ("MPP_BIND", "bind"),
 }
+_LOG_LEVELS: Final = ("debug", "info", "warning", "error")
+# TIP-20 tokens (Tempo's precompiles, prefix 0x20c0) all have 6 decimals.
+_TIP20_PREFIX: Final = "0x20c0"
+_TIP20_DECIMALS: Final = 6
 _SETTLEMENT_KEYS: Final = frozenset(
     {"enabled", "threshold", "interval", "idle_close", "confirmations", "poll_interval"}
 )
@@ -133,6 +140,11 @@ def register(subparsers: Any) -> None:
         type=int,
         metavar="BLOCKS",
         help="blocks the chain watcher leaves at the head (default 0)",
+    )
+    parser.add_argument(
+        "--log-level",
+        choices=_LOG_LEVELS,
+        help="stderr log level; info shows one line per request (default info; log_level)",
     )
     add_key_flags(parser, "payee")
     parser.set_defaults(handler=run, key_env=None, password_env=None)
@@ -233,7 +245,7 @@ def _secret(config: dict[str, Any]) -> bytes:
 
 
 def _inference_config(args: argparse.Namespace, config: dict[str, Any]) -> dict[str, Any]:
-    wanted = ("providers", "routing_seed", "api_key_envs")
+    wanted = ("providers", "routing_seed", "api_key_envs", "admin_key_env")
     merged: dict[str, Any] = {k: config[k] for k in wanted if k in config}
     if args.api_key_env:
         merged["api_key_envs"] = list(args.api_key_env)
@@ -257,6 +269,7 @@ def _charge_per_request(config: dict[str, Any]) -> int | None:
 def run(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     watch = _settlement(args, config)
+    level = _log_level(args, config)
     ns = _resolve(args, config)
     host, port = _bind(ns.bind)
     key = load_key(ns)
@@ -267,7 +280,7 @@ def run(args: argparse.Namespace) -> int:
         with step(args, "loading the model"):
             settings = settings_from_config(_inference_config(args, config))
     except (KeyError, TypeError, ValueError) as exc:
-        raise usage_error(f"bad provider settings: {exc}") from None
+        raise usage_error(f"bad settings: {exc}") from None
     opts = PaymentOptions(
         escrow=escrow,
         token=ns.token,
@@ -296,7 +309,11 @@ def run(args: argparse.Namespace) -> int:
             poll_interval=watch.poll_interval,
             on_event=lambda event: waiters.wake(event.channel_id),
         )
+        settings.watcher = watcher  # its lag on /metrics and the operator page
+        settings.currency_decimals = _TIP20_DECIMALS if _is_tip20(ns.token) else None
+        _note_admin_key(config, settings.admin_key)
         with (
+            stderr_logging(level),  # one line per request (mpp.inference.access), no secrets
             _until_signal() as stop,
             watcher,
             serve_in_thread(settings, host, port) as url,
@@ -321,6 +338,23 @@ def run(args: argparse.Namespace) -> int:
     finally:
         store.close()
     return 0
+
+
+def _log_level(args: argparse.Namespace, config: dict[str, Any]) -> str:
+    level = args.log_level or config.get("log_level", "info")
+    if level not in _LOG_LEVELS:
+        raise usage_error(f"log_level must be one of {', '.join(_LOG_LEVELS)}")
+    return str(level)
+
+
+def _is_tip20(token: str) -> bool:
+    return token.lower().startswith(_TIP20_PREFIX)
+
+
+def _note_admin_key(config: dict[str, Any], key: str | None) -> None:
+    name = config.get("admin_key_env")
+    if name and key is None:
+        print(f"mpp: note: {name} is unset; the operator page is off", file=sys.stderr)
 
 
 def _final_settlement(engine: SessionServer) -> None:

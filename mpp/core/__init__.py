@@ -1,6 +1,6 @@
 """Sans-I/O protocol core for the Payment HTTP authentication scheme.
 
-No network, no chain, no clock except an injected `now`. See PROTOCOL.md §1 (CORE-01..48).
+No network, no chain, no clock except an injected `now`. See docs/protocol.md §1 (CORE-01..48).
 """
 
 from mpp.core.binding import (

@@ -12,6 +12,7 @@ from mpp.inference.providers import (
     GlassModel,
     Provider,
     ProviderError,
+    SmolLM,
     UpstreamProvider,
 )
 from mpp.inference.registry import ProviderStats, Registry
@@ -39,6 +40,7 @@ __all__ = [
     "ProviderStats",
     "Registry",
     "RoutingStrategy",
+    "SmolLM",
     "UnitCursor",
     "UpstreamProvider",
     "build_provider",

@@ -146,7 +146,7 @@ class ChatCompletionRequest(BaseModel):
     messages: Annotated[list[ChatMessage], Field(min_length=1, max_length=1024)]
     stream: StrictBool | None = None  # omitted: see `streams`
     max_tokens: Annotated[StrictInt, Field(ge=1, le=DEFAULT_MAX_TOKENS)] = DEFAULT_MAX_TOKENS
-    temperature: Annotated[Number, Field(ge=0, le=2)] = 1
+    temperature: Annotated[Number, Field(ge=0, le=2)] | None = None  # None: the model's own
     top_p: Annotated[Number, Field(gt=0, le=1)] | None = None
     stop: StrictStr | Annotated[list[StrictStr], Field(max_length=MAX_STOP_SEQUENCES)] | None = None
     frequency_penalty: Annotated[Number, Field(ge=-2, le=2)] | None = None

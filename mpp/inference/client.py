@@ -10,7 +10,15 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import AsyncGenerator, AsyncIterator, Generator, Iterator, Mapping, Sequence
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Generator,
+    Mapping,
+    Sequence,
+)
 from dataclasses import dataclass, field
 from typing import IO, Any
 
@@ -26,12 +34,14 @@ __all__ = [
     "ChatClient",
     "ChatError",
     "ChatStream",
+    "Messages",
+    "format_usd",
     "openai_async_http_client",
     "openai_http_client",
     "run_chat",
 ]
 
-DEFAULT_MODEL = "glassllm-en"
+DEFAULT_MODEL: str | None = None  # the first model the server lists (GET /v1/models)
 UNIT_PRICE_HEADER = "x-mpp-unit-price"  # mpp.inference.server.UNIT_PRICE_HEADER
 Messages = str | Sequence[Mapping[str, Any]]
 
@@ -189,8 +199,23 @@ class _Result:
 
     @property
     def spent(self) -> int:
-        """Base units paid for this request."""
-        return self.units * (self.unit_price or 0)
+        """Base units paid for this request: the final receipt's `cost` (units × unit price
+        from a server that does not send it)."""
+        final = self._final()
+        cost = decimal_amount(str(final.get("cost", ""))) if final is not None else None
+        return cost if cost is not None else self.units * (self.unit_price or 0)
+
+    @property
+    def balance(self) -> int | None:
+        """What the channel can still pay after this request (base units), when the server
+        says (the final receipt's `balance`)."""
+        final = self._final()
+        if final is None or "balance" not in final:
+            return None
+        return decimal_amount(str(final["balance"]))
+
+    def _final(self) -> dict[str, Any] | None:
+        return next((r for r in reversed(self.receipts) if "units" in r), None)
 
     def _take(self, response: httpx.Response) -> None:
         self.provider = response.headers.get("x-mpp-provider")
@@ -211,7 +236,7 @@ class ChatStream(_Result):
         self._client, self._request = client, request
         self.text = ""
 
-    def __iter__(self) -> Iterator[str]:
+    def __iter__(self) -> Generator[str, None, None]:
         response = self._client.send(self._request, stream=True)
         try:
             if response.status_code >= 400:
@@ -228,13 +253,15 @@ class ChatStream(_Result):
 
 
 class AsyncChatStream(_Result):
-    def __init__(self, client: httpx.AsyncClient, request: httpx.Request) -> None:
+    def __init__(
+        self, client: httpx.AsyncClient, request: Callable[[], Awaitable[httpx.Request]]
+    ) -> None:
         super().__init__()
         self._client, self._request = client, request
         self.text = ""
 
     async def __aiter__(self) -> AsyncIterator[str]:
-        response = await self._client.send(self._request, stream=True)
+        response = await self._client.send(await self._request(), stream=True)
         try:
             if response.status_code >= 400:
                 raise _error_of(response.status_code, await response.aread())
@@ -256,6 +283,22 @@ def _build(
     return base_url.rstrip("/") + "/v1/chat/completions", body
 
 
+def _model_entries(r: httpx.Response) -> list[dict[str, Any]]:
+    try:
+        data = r.json().get("data")
+    except (ValueError, AttributeError):
+        data = None
+    if not isinstance(data, list):
+        raise ChatError("the server's /v1/models answer is not a model list", r.status_code)
+    return [m for m in data if isinstance(m, dict) and isinstance(m.get("id"), str)]
+
+
+def _first_id(models: list[dict[str, Any]]) -> str:
+    if not models:
+        raise ChatError("the server lists no model")
+    return str(models[0]["id"])
+
+
 class _ChatBase:
     """What both clients share: one of a payer (Payment) or an operator API key (Bearer)."""
 
@@ -265,7 +308,7 @@ class _ChatBase:
         *,
         payer: Payer | PaymentAuth | None = None,
         api_key: str | None = None,
-        model: str = DEFAULT_MODEL,
+        model: str | None = DEFAULT_MODEL,
         **auth_kw: Any,
     ) -> None:
         if (payer is None) == (api_key is None):
@@ -285,8 +328,21 @@ class ChatClient(_ChatBase):
     def __repr__(self) -> str:  # never show the key
         return f"ChatClient({self.base_url!r}, paid={self.auth is not None})"
 
+    def models(self) -> list[dict[str, Any]]:
+        """The server's `GET /v1/models` entries (ids, prices, how to pay)."""
+        r = self._http.get(self.base_url.rstrip("/") + "/v1/models")
+        if r.status_code >= 400:
+            raise _error_of(r.status_code, r.content)
+        return _model_entries(r)
+
+    def default_model(self) -> str:
+        """The client's model: the one it was given, else the first the server lists."""
+        if self.model is None:
+            self.model = _first_id(self.models())
+        return self.model
+
     def stream(self, messages: Messages, *, model: str | None = None, **params: Any) -> ChatStream:
-        url, body = _build(self.base_url, messages, model or self.model, params)
+        url, body = _build(self.base_url, messages, model or self.default_model(), params)
         return ChatStream(self._http, self._http.build_request("POST", url, json=body))
 
     def complete(
@@ -318,11 +374,25 @@ class AsyncChatClient(_ChatBase):
     def __repr__(self) -> str:
         return f"AsyncChatClient({self.base_url!r}, paid={self.auth is not None})"
 
+    async def models(self) -> list[dict[str, Any]]:
+        r = await self._http.get(self.base_url.rstrip("/") + "/v1/models")
+        if r.status_code >= 400:
+            raise _error_of(r.status_code, r.content)
+        return _model_entries(r)
+
     def stream(
         self, messages: Messages, *, model: str | None = None, **params: Any
     ) -> AsyncChatStream:
-        url, body = _build(self.base_url, messages, model or self.model, params)
-        return AsyncChatStream(self._http, self._http.build_request("POST", url, json=body))
+        async def request() -> httpx.Request:  # the model may need a look at the server
+            url, body = _build(self.base_url, messages, model or await self.default_model(), params)
+            return self._http.build_request("POST", url, json=body)
+
+        return AsyncChatStream(self._http, request)
+
+    async def default_model(self) -> str:
+        if self.model is None:
+            self.model = _first_id(await self.models())
+        return self.model
 
     async def complete(
         self, messages: Messages, *, model: str | None = None, **params: Any
@@ -342,6 +412,12 @@ class AsyncChatClient(_ChatBase):
         await self.aclose()
 
 
+def format_usd(amount: int, decimals: int = 6) -> str:
+    """Base units of a USD stablecoin as a decimal amount (integer arithmetic)."""
+    whole, frac = divmod(amount, 10**decimals)
+    return f"{whole}.{frac:0{decimals}d} USD"
+
+
 def run_chat(
     client: ChatClient,
     prompt: Messages,
@@ -353,11 +429,13 @@ def run_chat(
     """What `mpp chat` does: stream the answer to `out`, then one line of usage and spend."""
     out = out or sys.stdout
     stream = client.stream(prompt, **params)
+    deltas = iter(stream)
     try:
-        for delta in stream:
+        for delta in deltas:
             out.write(delta)
             out.flush()
     finally:
+        deltas.close()  # on Ctrl-C too: the response closes now, nothing more is paid
         out.write("\n")
     usage = stream.usage or {}
     spent = stream.spent
@@ -366,9 +444,8 @@ def run_chat(
         f"completion tokens"
     )
     if client.auth is not None:
-        whole, frac = divmod(spent, 10**decimals)
-        line += (
-            f"; paid {stream.units} units = {whole}.{frac:0{decimals}d} USD ({spent} base units)"
-        )
+        line += f"; paid {stream.units} units = {format_usd(spent, decimals)} ({spent} base units)"
+        if stream.balance is not None:
+            line += f"; balance {format_usd(stream.balance, decimals)}"
     out.write(line + (f" via {stream.provider}]" if stream.provider else "]") + "\n")
     return stream

@@ -1,5 +1,7 @@
 """One completion: try the planned providers in order until one yields its first token, then
-stream it, charging the meter for every token before its text is handed on.
+stream it, charging the meter for every token before its text is handed on. The prompt is
+paid before the model generates (once the provider tells its size), so a payer that cannot pay
+costs no model work.
 
 Fallback happens only before the first token (nothing has reached the client yet); `timeout_ms`
 bounds each attempt up to that first token and its expiry counts as that provider failing. A
@@ -11,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -34,7 +36,10 @@ __all__ = [
     "Done",
     "Failed",
     "Meter",
+    "PromptCharges",
+    "PromptPayment",
     "Stopped",
+    "Unpaid",
     "charge_prompt",
     "hold_answer",
     "run",
@@ -56,6 +61,9 @@ class Meter(Protocol):
         """Reserve `units` for an answer sent whole; False: unpaid (the answer is a 402)."""
         ...
 
+    def give_back(self, units: int) -> None:
+        """Undo a charge made before anything was sent."""
+
 
 class FreeMeter:
     """The Bearer (API key) path: nothing to charge."""
@@ -65,6 +73,9 @@ class FreeMeter:
 
     async def hold(self, units: int) -> bool:
         return True
+
+    def give_back(self, units: int) -> None:
+        pass
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,10 +116,25 @@ class Attempt:
     first_token_at: float
 
 
-async def _until_first(events: AsyncIterator[ProviderEvent]) -> list[ProviderEvent]:
+# Called when a provider tells the prompt size, before it generates: False stops the request
+# (unpaid) without the model's work. A provider without a `Start` event is paid after its
+# first token instead (`charge_prompt`).
+PromptPayment = Callable[[ProviderEntry, int], Awaitable[bool]]
+
+
+class Unpaid(Exception):
+    """The prompt could not be paid: nothing was generated, the answer is a 402."""
+
+
+async def _until_first(
+    entry: ProviderEntry, events: AsyncIterator[ProviderEvent], pay_prompt: PromptPayment | None
+) -> list[ProviderEvent]:
     out: list[ProviderEvent] = []
     async for event in events:
         out.append(event)
+        if isinstance(event, Start) and pay_prompt is not None:
+            if not await pay_prompt(entry, event.prompt_tokens):
+                raise Unpaid
         if isinstance(event, Token | Finish):
             return out
     raise ProviderError("provider ended without a Finish")
@@ -124,14 +150,21 @@ async def _close(events: AsyncIterator[ProviderEvent]) -> None:
 
 
 async def start(
-    plan: Sequence[ProviderEntry], params: GenerationParams, timeout_s: float
+    plan: Sequence[ProviderEntry],
+    params: GenerationParams,
+    timeout_s: float,
+    pay_prompt: PromptPayment | None = None,
 ) -> Attempt:
-    """The first provider of `plan` that produces a token within `timeout_s`; else 502."""
+    """The first provider of `plan` that produces a token within `timeout_s`; else 502.
+    `pay_prompt` pays each provider's prompt before it generates (raises Unpaid)."""
     for entry in plan:
         events = entry.provider.stream(params)
         began = time.perf_counter()
         try:
-            buffered = await asyncio.wait_for(_until_first(events), timeout_s)
+            buffered = await asyncio.wait_for(_until_first(entry, events, pay_prompt), timeout_s)
+        except Unpaid:
+            await _close(events)
+            raise
         except (ProviderError, TimeoutError) as exc:
             log.info("provider %s failed before first token: %s", entry.name, type(exc).__name__)
         except Exception:  # an unexpected provider bug counts as that provider failing
@@ -141,6 +174,40 @@ async def start(
         await _close(events)
         entry.stats.observe_failure()
     raise APIError.all_failed(f"All {len(plan)} providers failed for model {params.model!r}.")
+
+
+class PromptCharges:
+    """A request's prompt, paid before the model generates (`pay` is `start`'s PromptPayment).
+
+    One provider's prompt at a time: when a provider fails before its first token and the next
+    is tried, what the first was charged goes back (nothing was sent), so the request pays the
+    prompt of the provider that answers, at that provider's price."""
+
+    def __init__(self, meter: Meter, unit_price: int) -> None:
+        self._meter, self._unit_price = meter, unit_price
+        self._paid: tuple[ProviderEntry, UnitCursor, int] | None = None  # entry, cursor, units
+
+    async def pay(self, entry: ProviderEntry, prompt_tokens: int) -> bool:
+        self._give_back()
+        cursor = UnitCursor(entry.provider.price, self._unit_price)
+        units = cursor.due(prompt_tokens, 0)
+        if units and not await self._meter.charge(units):
+            return False
+        cursor.record(units)
+        self._paid = (entry, cursor, units)
+        return True
+
+    def cursor_for(self, entry: ProviderEntry) -> UnitCursor:
+        """The cursor of the provider that answers (its prompt paid, or not yet)."""
+        if self._paid is not None and self._paid[0] is entry:
+            return self._paid[1]
+        self._give_back()
+        return UnitCursor(entry.provider.price, self._unit_price)
+
+    def _give_back(self) -> None:
+        if self._paid is not None:
+            self._meter.give_back(self._paid[2])
+            self._paid = None
 
 
 async def hold_answer(attempt: Attempt, cursor: UnitCursor, meter: Meter, max_tokens: int) -> bool:

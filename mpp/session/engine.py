@@ -1,7 +1,7 @@
 """The session server engine: what happens when a session credential or a metered charge arrives.
 
 `SessionServer.handle(payload, challenge_id=...)` dispatches open / topUp / voucher / close
-(tempo v1, PROTOCOL.md §2); `charge()` deducts a request's cost, optionally as a reservation
+(tempo v1, docs/protocol.md §2); `charge()` deducts a request's cost, optionally as a reservation
 that is later committed (delivered) or released (given back, mpp.session.reservations);
 `receipt()` and `need_voucher_event()` render what goes back to the client
 (mpp.session.receipts); `check_challenge()` maps the core's challenge errors onto the
@@ -345,9 +345,11 @@ class SessionServer:
         *,
         challenge_id: str,
         units: int | None = None,
+        cost: int | None = None,
         tx_hash: str | None = None,
     ) -> dict[str, Any]:
-        """SES-33 receipt; `spent` is cumulative for the channel, `units` this request (AMB-13).
+        """SES-33 receipt; `spent` is cumulative for the channel, `units` and `cost` this
+        request's (AMB-13).
 
         `spent` leaves out this process's undelivered reservations (SES-30)."""
         spent = state.spent - min(state.spent, self._holds.get(state.channel_id))
@@ -359,6 +361,7 @@ class SessionServer:
             challenge_id=challenge_id,
             timestamp=stamp.replace("+00:00", "Z"),
             units=units,
+            cost=cost,
             tx_hash=tx_hash,
         )
 

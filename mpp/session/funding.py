@@ -59,7 +59,7 @@ class Funding:
     def chain_deadline(self, expires: int | None, now: int) -> int | None:
         """The latest `valid_before` a client may sign for a challenge expiring at `expires`
         (server clock): the challenge's remaining lifetime on the CHAIN's clock, which may run
-        ahead of ours (TOOLCHAIN clock traps); a signed open cannot outlive its challenge."""
+        ahead of ours (docs/development.md); a signed open cannot outlive its challenge."""
         if expires is None:
             return None
         return self.chain.latest_timestamp() + max(0, expires - now) + _SKEW

@@ -3,8 +3,8 @@
 They are in `spent` in the store (charged before delivery, SES-28) but not delivered yet, so
 receipts leave them out (a payer never closes for more than it received) and settlement captures
 `spent - held` (SES-36: never more than was consumed). In-process by nature: a crash forgets
-them and leaves them charged-but-unsent, which DESIGN allows (at most one reservation window per
-stream and crash).
+them and leaves them charged-but-unsent, which docs/development.md allows (at most one
+reservation window per stream and crash).
 
 Two guarantees the engine builds on:
 - `lock(channel_id)` serializes "change the store's `spent` and the holds together" with "read

@@ -51,7 +51,7 @@ __all__ = [
 ]
 
 ZERO_ADDRESS = "0x" + "00" * 20
-OPEN_GAS = 3_000_000  # approve+open ~1.6 M on T4; only used gas is charged (TOOLCHAIN traps)
+OPEN_GAS = 3_000_000  # approve+open ~1.6 M on T4; only used gas is charged (docs/development.md)
 TOPUP_GAS = 1_000_000  # approve+topUp ~250 k on T4
 DEFAULT_MAX_FEE = 40_000_000_000  # used when no chain is given to read the base fee from
 _MIN_VALIDITY = 4  # a node refuses valid_before within 3 s of its block time
@@ -147,11 +147,11 @@ class Payer:
         if self._max_fee is not None:
             max_fee = self._max_fee
         elif self.chain is not None:
-            max_fee = 2 * max(self.chain.base_fee(), 1)  # TOOLCHAIN: 2 × latest baseFee
+            max_fee = 2 * max(self.chain.base_fee(), 1)  # docs/development.md: 2 × latest baseFee
         else:
             max_fee = DEFAULT_MAX_FEE
         # Expiring nonces are only accepted within ~30 s of the chain's own clock, which may run
-        # ahead of ours (TOOLCHAIN clock traps): anchor valid_before to the chain's latest block
+        # ahead of ours (docs/development.md): anchor valid_before to the chain's latest block
         # when we can read it, and keep it within the challenge's remaining lifetime (SES-14)
         # measured on our clock, since `expires` is the server's wall-clock time.
         now = int(self._now())

@@ -1,4 +1,4 @@
-"""Client spending policy: checked before anything is signed (CORE-39, DESIGN "Errors and safety").
+"""Client spending policy: checked before anything is signed (CORE-39; docs/development.md).
 
 `None` for a limit or an allow-list means "no restriction". Addresses are compared as 20-byte
 values (lowercased), chain ids as ints.

@@ -94,7 +94,7 @@ class Mutation:
 
 
 class Store(Protocol):
-    """Durable, linearizable per-channel state (DESIGN "Storage and concurrency").
+    """Durable, linearizable per-channel state (docs/development.md, "Storage and concurrency").
 
     `update` runs `decide(current)` inside one transaction that holds the channel's lock across
     threads, tasks and processes (SQLite BEGIN IMMEDIATE, PostgreSQL SELECT ... FOR UPDATE), then
@@ -178,7 +178,7 @@ class ChannelEvent:
 
 
 class Chain(Protocol):
-    """What the engine needs from a chain; never called per voucher (DESIGN)."""
+    """What the engine needs from a chain; never called per voucher (docs/development.md)."""
 
     chain_id: int
 

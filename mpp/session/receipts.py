@@ -25,10 +25,15 @@ def receipt_fields(
     challenge_id: str,
     timestamp: str,
     units: int | None = None,
+    cost: int | None = None,
     tx_hash: str | None = None,
 ) -> dict[str, Any]:
     """SES-33: `spent` is what was `delivered` on the channel (cumulative, not counting the
-    server's undelivered reservations, SES-30); `units` is this request's (AMB-13)."""
+    server's undelivered reservations, SES-30); `units` is this request's (AMB-13).
+
+    Beyond SES-33 (clients ignore unknown fields, CORE-41), so a payer sees its money without
+    arithmetic: `cost`, what this request delivered (base units), and `balance`, what the
+    channel can still pay (deposit − spent)."""
     receipt: dict[str, Any] = {
         "method": method,
         "intent": INTENT,
@@ -42,6 +47,9 @@ def receipt_fields(
     }
     if units is not None:
         receipt["units"] = units
+    if cost is not None:
+        receipt["cost"] = str(cost)
+    receipt["balance"] = str(max(0, state.deposit - delivered))
     if tx_hash is not None:
         receipt["txHash"] = tx_hash
     return receipt

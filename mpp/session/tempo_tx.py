@@ -132,7 +132,7 @@ def sign_tempo_tx(tx: TempoTransaction, key: str | bytes | LocalAccount) -> byte
         return raw
     fields = rlp.decode(raw[1:])
     fields[10] = b""  # the sender did not commit to a fee token
-    fields[11] = b"\x00"  # placeholder expected by sponsors (viem/ox, TOOLCHAIN.md)
+    fields[11] = b"\x00"  # placeholder expected by sponsors (viem/ox, docs/development.md)
     return bytes((TX_TYPE,)) + bytes(rlp.encode(fields))
 
 

@@ -1,4 +1,4 @@
-"""Escrow ABI constants, codecs and the revert mapping, checked against PROTOCOL §4.1 and the
+"""Escrow ABI constants, codecs and the revert mapping, checked against pinned v1 values and the
 committed artifact's ABI (ESC-02..05, SES-40). No chain needed."""
 
 from __future__ import annotations

@@ -33,6 +33,7 @@ suggested_deposit_units = {deposit_units}
 [[providers]]
 kind = "embedded"
 name = "local"
+model = "glassllm"  # the fast test model (SmolLM2 is the default)
 models = ["glassllm-en"]
 input_price_per_million = 100
 output_price_per_million = 200

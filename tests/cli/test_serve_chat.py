@@ -27,7 +27,7 @@ API_KEY = "sk-cli-test"
 READY_KEYS = {"url", "chainId", "escrowContract", "payee", "currency", "unitPrice",
               "suggestedDeposit", "models", "store"}  # fmt: skip
 CHAT_KEYS = {"text", "model", "provider", "finishReason", "usage", "units", "unitPrice", "spent",
-             "channelId", "midStreamVouchers", "receipt", "close"}  # fmt: skip
+             "channelId", "midStreamVouchers", "balance", "receipt", "close"}  # fmt: skip
 CONFIG = """
 rpc_url = "{rpc}"
 escrow = "{escrow}"
@@ -41,6 +41,7 @@ api_key_envs = ["MPP_TEST_API_KEY"]
 [[providers]]
 kind = "embedded"
 name = "local"
+model = "glassllm"  # the fast test model (SmolLM2 is the default)
 models = ["glassllm-en"]
 input_price_per_million = 100
 output_price_per_million = 200
@@ -102,6 +103,8 @@ def test_serve_then_chat_json_close_and_store(
     assert set(chat) == CHAT_KEYS
     assert chat["usage"]["completion_tokens"] == 24 and chat["unitPrice"] == "2"
     assert int(chat["spent"]) == chat["units"] * 2 > 0
+    assert chat["receipt"]["cost"] == chat["spent"]  # this request's cost, from the server
+    assert int(chat["balance"]) == 2000 - int(chat["spent"])  # what the channel can still pay
     assert chat["midStreamVouchers"] >= 1
     assert chat["close"]["txHash"].startswith("0x") and chat["close"]["captured"] == chat["spent"]
     first = chat["channelId"]
@@ -197,3 +200,45 @@ def test_charge_per_request_config_key() -> None:
     for bad in ("0", "-1", "\uff11", "lots"):
         with pytest.raises(CliError):
             _charge_per_request({"charge_per_request": bad})
+
+
+def _chat_process(url: str, *extra: str) -> subprocess.Popen[str]:
+    cmd = [sys.executable, "-m", "mpp.cli.main", "chat", "--url", url, "--max-tokens", "6",
+           "--deposit", "2000", *extra]  # fmt: skip
+    return subprocess.Popen(
+        cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+
+
+def test_chat_repl_multi_turn_cost_balance_and_ctrl_c(env: Env, served: dict[str, Any]) -> None:
+    """Without a prompt `mpp chat` is a REPL: the model comes from the server's list, each
+    turn shows its cost and the balance, the history goes with every turn, Ctrl-D ends (0)
+    and Ctrl-C at the prompt ends with 130."""
+    proc = _chat_process(served["url"])
+    try:
+        out, err = proc.communicate("Hello there.\nAnd then?\n/reset\nHi.\n", timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(5)
+    assert proc.returncode == 0, err
+    assert "Chatting with glassllm-en" in out
+    assert out.count("completion tokens; paid") == 3 and out.count("; balance ") == 3
+    assert "(history cleared)" in out and "(this chat so far:" in out
+    assert "Traceback" not in err
+    assert all(secret not in out + err for secret in env.secrets)
+    # The second turn sent the first question and answer too: its prompt is the longest.
+    prompts = [int(line.split("[", 1)[1].split(" ")[0])
+               for line in out.splitlines() if "completion tokens; paid" in line]  # fmt: skip
+    assert prompts[1] > prompts[0] and prompts[2] < prompts[1]
+
+    proc = _chat_process(served["url"])
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline().startswith("Chatting with")
+        proc.send_signal(signal.SIGINT)  # at the prompt
+        assert proc.wait(30) == 130
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(5)

@@ -3,7 +3,7 @@
 1. SIGKILL the paid server at random points during several concurrent paid streams, restart it
    on the same SQLite store, finish every stream and close every channel: on chain the payee
    received exactly the recorded `spent`, and no client paid for more than one undelivered
-   token per crash that cut its stream (SES-25/28, DESIGN "Storage and concurrency").
+   token per crash that cut its stream (SES-25/28, docs/development.md).
 2. The RPC endpoint goes away (a TCP proxy in front of anvil refuses): the server answers 503
    with Retry-After (never 500) where it needs the chain, keeps accepting vouchers for known
    channels, and loses none of them: the close after the outage captures all of it.

@@ -1,6 +1,6 @@
 """Fuzzing the header parsers: random and mutated values raise only our errors.
 
-Contract under test (DESIGN.md "Errors and safety"): every parser of peer input raises only
+Contract under test (errors and safety, docs/development.md): each parser of peer input raises only
 `mpp.core.errors.PaymentError` subclasses (each maps to a problem type and status), except the
 two documented `ValueError` helpers (`parse_content_digest`, `parse_rfc3339`). Whatever parses
 re-formats and parses back to the same value, and the binding check on it fails only with our

@@ -15,12 +15,22 @@ import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import httpx
 import uvicorn
+from eth_account.signers.local import LocalAccount
 
+from mpp.chain.devnet import Devnet
+from mpp.core.binding import ChallengeIssuer
 from mpp.http.server.asgi import ASGIApp
+from mpp.session.engine import SessionServer
+from mpp.session.payer import Payer
+from mpp.session.policy import SpendingPolicy
+from mpp.session.ports import Store
+from mpp.session.terms import SessionTerms
 
 MODEL = "glassllm-en"
 UPSTREAM_KEY = "upstream-test-key"
@@ -115,3 +125,37 @@ def sse_data(text: str) -> list[Any]:
         data = "\n".join(lines)
         out.append(data if data == "[DONE]" else json.loads(data))
     return out
+
+
+TOKEN = "0x20c0000000000000000000000000000000000000"  # pathUSD on the devnet
+
+
+def session_engine(
+    devnet: Devnet, payee: LocalAccount, store: Store, *, unit_price: int = 2
+) -> SessionServer:
+    """The payee's session engine on `devnet`, pricing one unit at `unit_price` base units."""
+    terms = SessionTerms(
+        amount=unit_price,
+        currency=TOKEN,
+        recipient=payee.address,
+        escrow_contract=devnet.escrow,
+        chain_id=devnet.chain_id,
+    )
+    chain = devnet.chain("0x" + bytes(payee.key).hex(), fee_token=TOKEN)
+    return SessionServer(store, chain, terms)
+
+
+def issuer_for(realm: str) -> ChallengeIssuer:
+    return ChallengeIssuer(f"{realm}-test-secret".encode() * 4, realm=realm,
+                           clock=lambda: datetime.now(UTC))  # fmt: skip
+
+
+def devnet_payer(devnet: Devnet, records: Path, *, max_price: int = 10) -> Payer:
+    """A fresh funded payer on `devnet` with its records at `records`."""
+    (account,) = devnet.new_accounts(1)
+    return Payer(
+        "0x" + bytes(account.key).hex(),
+        records_path=records,
+        chain=devnet.chain(),
+        policy=SpendingPolicy(max_amount_per_unit=max_price, max_deposit=10**9),
+    )

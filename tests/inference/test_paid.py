@@ -5,6 +5,10 @@ header, `ChatClient` (sync and async), and the official openai SDK through the p
 from __future__ import annotations
 
 import io
+import json
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -44,6 +48,7 @@ KEY = "sk-paid-server"
 PRICE = Price(100, 200)  # 1 base unit per prompt token, 2 per completion token
 UNIT_PRICE = 2  # = the output price per token: one unit per completion token
 PROMPT = "Tell me a story."
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @dataclass
@@ -156,6 +161,11 @@ def test_paid_stream_with_mid_stream_vouchers_and_topup(paid: Paid) -> None:
     assert onchain.deposit == 520  # one topUp of 400 on chain
     rec = payer.channel(final["channelId"])
     assert rec is not None and rec.spent == paid.units(n) * UNIT_PRICE
+    # What this request cost and what the channel can still pay, in the final receipt; the
+    # headers tell what was paid when the stream started (the prompt).
+    assert final["cost"] == str(rec.spent) and final["balance"] == str(520 - rec.spent)
+    assert header["cost"] == r.headers["x-mpp-cost"] and int(header["cost"]) < rec.spent
+    assert r.headers["x-mpp-balance"] == header["balance"]
 
 
 def test_non_streaming_receipt_header(paid: Paid) -> None:
@@ -173,6 +183,10 @@ def test_non_streaming_receipt_header(paid: Paid) -> None:
     assert r.json()["usage"]["completion_tokens"] == 10
     receipt = parse_receipt(r.headers["payment-receipt"]).to_json()
     assert receipt["status"] == "success" and receipt["method"] == "tempo"
+    # A JSON answer's headers carry its whole cost (its tokens were held before it started).
+    cost = paid.units(10) * UNIT_PRICE
+    assert receipt["cost"] == r.headers["x-mpp-cost"] == str(cost)
+    assert receipt["balance"] == r.headers["x-mpp-balance"] == str(2_000 - int(receipt["spent"]))
     assert (
         receipt["channelId"]
         == parse_receipt(warm.headers["payment-receipt"]).to_json()["channelId"]
@@ -202,7 +216,29 @@ async def test_async_chat_client(paid: Paid) -> None:
         assert stream.finish_reason == "length"
 
 
+def test_openai_2_sdk_through_paying_http_client(paid: Paid) -> None:
+    """openai 2.x (on httpx), from .peers/openai2 ahead of the venv's 3.x, in its own process."""
+    peer = ROOT / ".peers" / "openai2"
+    if not (peer / "openai").is_dir():
+        pytest.skip("openai 2.x is not in .peers/openai2 (scripts/setup.sh puts it there)")
+    (account,) = paid.devnet.new_accounts(1)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(peer), str(ROOT)])}
+    cmd = [sys.executable, str(ROOT / "tests" / "inference" / "openai2_client.py"), paid.url,
+           paid.devnet.rpc_url, str(paid.devnet.chain_id), "0x" + account.key.hex(),
+           str(paid.tmp / "sdk2.db")]  # fmt: skip
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    seen = json.loads(done.stdout.strip().splitlines()[-1])
+    assert seen["version"].startswith("2.") and seen["chunksOk"]
+    assert seen["completionTokens"] == 9 and seen["jsonTokens"] == 5
+    receipts = seen["receipts"]
+    assert [r["units"] for r in receipts if "units" in r] == [paid.units(9)]  # the stream's
+    assert receipts[-1]["cost"] == str(paid.units(5) * UNIT_PRICE)  # the JSON answer's
+
+
 def test_openai_sdk_through_paying_http_client(paid: Paid) -> None:
+    """The venv's openai is 3.x (on httpx2); it takes our httpx client as `http_client`."""
+    assert openai.__version__.startswith("3.")
     auth = PaymentAuth(paid.payer("sdk"), allow_insecure=True, deposit=1_000)
     client = openai.OpenAI(
         base_url=f"{paid.url}/v1", api_key="unused", http_client=openai_http_client(auth)

@@ -35,6 +35,7 @@ KEY = "sk-routing"
 FAST_UPSTREAM = [
     {
         "name": "up-embedded",
+        "model": "glassllm",
         "input_price_per_million": 0,
         "output_price_per_million": 0,
         "models": [MODEL],

@@ -1,7 +1,7 @@
 // Shared by the mppx peers: a viem chain and client for anvil in Tempo mode.
 //
 // Through anvil, viem fills gas with eth_fillTransaction, whose estimate ignores a Tempo
-// transaction's `calls` (TOOLCHAIN.md): the transport raises the filled gas limit to
+// transaction's `calls` (docs/development.md): the transport raises the filled gas limit to
 // `minimumGas` (only the gas used is charged). A real Tempo node does not need this.
 
 import { createClient, custom, defineChain, http } from 'viem'

@@ -189,7 +189,7 @@ def test_core_18_same_challenge_id(
 
 
 def test_core_18_cross_sdk_vector(mppx: MppxPeer) -> None:
-    """CORE-18: the PROTOCOL.md vector (7 slots, empty optional ones) gives one id in both."""
+    """CORE-18: the reference vector (7 slots, empty optional ones) gives one id in both."""
     kw = {"realm": REALM, "method": "tempo", "intent": "charge", "request": {"amount": "1000000"}}
     ours = challenge_id(SECRET, **kw)
     assert mppx.call("challenge_id", secret=SECRET, **kw) == ours

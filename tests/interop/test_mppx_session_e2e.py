@@ -186,7 +186,7 @@ def test_ses_36_mppx_early_stop_close_captures_what_was_delivered(
 def test_ses_40_mppx_voucher_for_unknown_channel_gets_410(
     devnet_clean: Devnet, server: ServerProcess
 ) -> None:
-    """SES-40/AMB-04 (TOOLCHAIN: after a rejected open mppx retries with vouchers for a channel
+    """SES-40/AMB-04 (docs/development.md: after a refused open mppx sends vouchers for a channel
     that is not on chain): a bodyless voucher POST for an unknown channel → 410 problem+json
     with a fresh challenge, not a 500."""
     import httpx

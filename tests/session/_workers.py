@@ -88,7 +88,7 @@ def voucher(cum: int, *, k: str = PAYER_KEY, cid: str = CID, **domain: Any) -> d
 
 
 class NoChain:
-    """A Chain that must not be called: proves the voucher path makes no RPC (DESIGN)."""
+    """A Chain that must not be called: proves the voucher path makes no RPC."""
 
     chain_id = CHAIN_ID
 
@@ -132,7 +132,7 @@ def token_flows(devnet: Any, tx_hash: str, token: str = TOKEN) -> dict[str, int]
 
 
 def fee_of(devnet: Any, tx_hash: str, who: str) -> int:
-    """What `who` paid to the fee manager in this tx (fees are TIP-20 transfers, TOOLCHAIN)."""
+    """What `who` paid to the fee manager in this tx (fees are TIP-20 transfers)."""
     from mpp.chain.escrow import TRANSFER_TOPIC
     from mpp.chain.web3chain import FEE_MANAGER
 

@@ -297,8 +297,12 @@ def test_ses_33_amb_13_receipt_fields() -> None:
         "acceptedCumulative": "500",
         "spent": "100",  # cumulative, not this request's 25 (AMB-13)
         "units": 1,
+        "balance": "999900",  # beyond SES-33 (CORE-41): deposit − spent, for people
     }
     assert result.receipt["spent"] == "0" and "txHash" not in result.receipt
+    # `cost` is this request's, when the caller knows it (the meter does).
+    priced = server.receipt(after, challenge_id="ch-7", units=1, cost=25)
+    assert priced["cost"] == "25" and priced["spent"] == "100"
 
 
 def test_amb_01_new_challenge_on_same_channel_continues_the_counter() -> None:

@@ -132,7 +132,7 @@ def test_ses_10_compact_64_byte_form_recovers_and_normalizes() -> None:
 def test_ses_11_high_s_twin_refused() -> None:
     sig = sign_voucher(KEY, CID, 100, chain_id=CHAIN, escrow=ESCROW)
     twin = malleate(sig)
-    # eth-account accepts the twin (TOOLCHAIN.md): we must not.
+    # eth-account accepts the twin (docs/development.md): we must not.
     message = encode_typed_data(full_message=typed(CID, 100, CHAIN, ESCROW, "Tempo Stream Channel"))
     assert Account.recover_message(message, signature=twin).lower() == ADDRESS
     with pytest.raises(InvalidSignature, match="high-s"):

@@ -1,6 +1,6 @@
 """The Store port contract (mpp/session/ports.py), run against memory, SQLite and PostgreSQL.
 
-PROTOCOL ids: SES-05 (lowercase ids), SES-25 (persist highest voucher + challenge→voucher audit),
+Rows: SES-05 (lowercase ids), SES-25 (persist highest voucher + challenge→voucher audit),
 SES-26 (linearizable per-channel accounting), SES-28 (nothing half-written), SES-29
 (idempotency), AMB-01 (state keyed by channel id only; challenge id recorded per voucher).
 """

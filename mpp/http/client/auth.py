@@ -1,7 +1,8 @@
 """`PaymentAuth`: an httpx.Auth that pays `Payment` challenges with a session Payer.
 
 One generator flow (`auth_flow`) serves httpx.Client and httpx.AsyncClient, like httpx's own
-DigestAuth; the two thin drivers only read the body of a 402/410 (its problem details). Per
+DigestAuth, and httpx2's clients the same way (mpp.http.client.flavor); the two thin drivers
+only read the body of a 402/410 (its problem details). Per
 request: `Accept-Payment` is sent; on 402 the best `tempo/session` challenge is checked (expiry
 CORE-14, body digest CORE-13, TLS CORE-42, spending policy CORE-39) before anything is signed; a
 known channel is reused (SES-04/39) or a new one opened; the request is retried with the
@@ -52,6 +53,7 @@ from mpp.http.client.exchange import (
     ProblemAmounts,
     unix_expires,
 )
+from mpp.http.client.flavor import AuthBase, library
 from mpp.http.client.management import ManagementRequests
 from mpp.http.client.routes import (
     CachedChallenge,
@@ -60,7 +62,7 @@ from mpp.http.client.routes import (
     choose_challenge,
     route_key,
 )
-from mpp.http.client.stream import AsyncPaidBody, SyncPaidBody
+from mpp.http.client.stream import paid_body
 from mpp.http.client.windows import LeadWindows
 from mpp.http.sse import is_event_stream
 from mpp.session.budget import StreamBudget
@@ -93,8 +95,9 @@ CHARGE = "charge"
 DEFAULT_ACCEPT_PAYMENT = "tempo/session, tempo/charge;q=0.5"
 
 
-class PaymentAuth(httpx.Auth):
-    """Pays `tempo/session` and `tempo/charge` 402s for httpx clients (sync and async)."""
+class PaymentAuth(AuthBase):
+    """Pays `tempo/session` and `tempo/charge` 402s for httpx and httpx2 clients (sync and
+    async)."""
 
     def __init__(
         self,
@@ -231,7 +234,8 @@ class PaymentAuth(httpx.Auth):
         key = route_key(request.url, request.method)
         if self._routes.head_useless(key):
             return None
-        head = httpx.Request("HEAD", request.url, headers={"Accept-Payment": self.accept_payment})
+        headers = {"Accept-Payment": self.accept_payment}
+        head = library(request).Request("HEAD", request.url, headers=headers)
         response = yield head
         chosen = self._choose(response) if response.status_code == 402 else None
         if chosen is None or chosen[0].digest is not None:
@@ -397,10 +401,7 @@ class PaymentAuth(httpx.Auth):
                 log.warning("ignored a malformed Payment-Receipt header")
         if is_event_stream(response.headers.get("content-type")):
             exchange.budget = self._budget(exchange)
-            if isinstance(response.stream, httpx.AsyncByteStream):
-                response.stream = AsyncPaidBody(response.stream, exchange)
-            elif isinstance(response.stream, httpx.SyncByteStream):
-                response.stream = SyncPaidBody(response.stream, exchange)
+            response.stream = paid_body(response.stream, exchange, library(response))
 
     def _budget(self, exchange: PaidExchange) -> StreamBudget:
         """What this stream may make us sign (mpp.session.budget)."""

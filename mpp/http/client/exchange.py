@@ -75,7 +75,7 @@ class PaidExchange:
 def problem_of(response: httpx.Response) -> dict[str, Any]:
     try:
         data = json.loads(response.content) if response.content else {}
-    except (ValueError, httpx.ResponseNotRead, RecursionError):
+    except (ValueError, RuntimeError):  # RuntimeError: not read (httpx and httpx2 alike)
         return {}
     return data if isinstance(data, dict) else {}
 

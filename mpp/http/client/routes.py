@@ -109,7 +109,7 @@ class CachedChallenge:
             return True
         try:
             return check_content_digest(self.challenge.digest, request.content)
-        except httpx.RequestNotRead:
+        except RuntimeError:  # a streamed body, not read (httpx and httpx2 alike)
             return False
 
 

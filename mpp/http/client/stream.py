@@ -25,6 +25,8 @@ from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import wait as wait_all
+from types import ModuleType
+from typing import Any
 
 import anyio.to_thread
 import httpx
@@ -219,10 +221,26 @@ class PaidStream:
             self._ex.add_receipt(receipt)
 
 
+def paid_body(stream: Any, exchange: PaidExchange, lib: ModuleType) -> Any:
+    """`stream` (a response body of `lib`, httpx or httpx2) with its payment handled."""
+    sync_body, async_body = (SyncPaidBody, AsyncPaidBody) if lib is httpx else _bodies_of(lib)
+    if isinstance(stream, lib.AsyncByteStream):
+        return async_body(stream, exchange)
+    return sync_body(stream, exchange) if isinstance(stream, lib.SyncByteStream) else stream
+
+
+@functools.cache
+def _bodies_of(lib: ModuleType) -> tuple[type[SyncPaidBody], type[AsyncPaidBody]]:
+    """The same bodies, also of `lib`'s stream classes (a response checks `isinstance`)."""
+    sync_body = type("SyncPaidBody", (SyncPaidBody, lib.SyncByteStream), {})
+    async_body = type("AsyncPaidBody", (AsyncPaidBody, lib.AsyncByteStream), {})
+    return sync_body, async_body
+
+
 class SyncPaidBody(httpx.SyncByteStream):
     """`PaidStream` under httpx.Client."""
 
-    def __init__(self, inner: httpx.SyncByteStream, exchange: PaidExchange) -> None:
+    def __init__(self, inner: Any, exchange: PaidExchange) -> None:
         self._inner = inner
         self._paid = PaidStream(exchange)
 
@@ -246,7 +264,7 @@ class SyncPaidBody(httpx.SyncByteStream):
 class AsyncPaidBody(httpx.AsyncByteStream):
     """`PaidStream` under httpx.AsyncClient: waiting for its workers happens off the loop."""
 
-    def __init__(self, inner: httpx.AsyncByteStream, exchange: PaidExchange) -> None:
+    def __init__(self, inner: Any, exchange: PaidExchange) -> None:
         self._inner = inner
         self._paid = PaidStream(exchange)
 

@@ -17,7 +17,16 @@ from mpp.core.http import NO_STORE, receipt_cache_control
 from mpp.core.problem import PROBLEM_CONTENT_TYPE, ErrorResponse
 from mpp.core.receipt import Receipt
 
-__all__ = ["Answer", "management_answer", "payment_problem", "plain_problem", "receipt_header"]
+__all__ = [
+    "BALANCE_HEADER",
+    "COST_HEADER",
+    "Answer",
+    "management_answer",
+    "money_headers",
+    "payment_problem",
+    "plain_problem",
+    "receipt_header",
+]
 
 
 @dataclass(frozen=True)
@@ -27,6 +36,18 @@ class Answer:
     status: int
     headers: tuple[tuple[str, str], ...]
     body: bytes = b""
+
+
+COST_HEADER = "x-mpp-cost"
+BALANCE_HEADER = "x-mpp-balance"
+
+
+def money_headers(receipt: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """The receipt's `cost` and `balance` (base units) as plain headers, for clients and tools
+    that do not decode `Payment-Receipt`. On an event stream they tell what was paid when the
+    response started; its final receipt event has the totals."""
+    named = ((COST_HEADER, "cost"), (BALANCE_HEADER, "balance"))
+    return [(header, str(receipt[field])) for header, field in named if field in receipt]
 
 
 def receipt_header(receipt: Mapping[str, Any]) -> str:

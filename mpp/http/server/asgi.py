@@ -23,7 +23,7 @@ import anyio.to_thread
 
 from mpp.core.errors import PaymentError
 from mpp.core.http import receipt_cache_control
-from mpp.http.server.answers import Answer, plain_problem, receipt_header
+from mpp.http.server.answers import Answer, money_headers, plain_problem, receipt_header
 from mpp.http.server.body import ClientDisconnected, read_body, replay_body
 from mpp.http.server.charge import ChargePending
 from mpp.http.server.gate import IdempotencyKey, Paid, PaymentGate
@@ -83,6 +83,7 @@ class PaymentMiddleware:
     def paused(self, channel_id: str) -> None:
         """A metered stream ran out of authorization and waits for a voucher."""
         self.pauses += 1
+        self.gate.observer.paused(channel_id)
         log.info("stream on %s paused for a voucher (%d pauses so far)", channel_id, self.pauses)
 
     def begin_stream(self, channel_id: str) -> int:
@@ -93,12 +94,15 @@ class PaymentMiddleware:
         if channel_id in self._streams:
             self.waiters.notify(channel_id)
         self._streams[channel_id] = number
+        self.gate.observer.stream_started(channel_id)
         return number
 
     def current_stream(self, channel_id: str) -> int | None:
         return self._streams.get(channel_id)
 
     def end_stream(self, channel_id: str, number: int) -> None:
+        if number:  # a stream that begin_stream numbered, superseded or not
+            self.gate.observer.stream_ended(channel_id)
         if number and self._streams.get(channel_id) == number:
             del self._streams[channel_id]
 
@@ -203,19 +207,18 @@ class PaymentMiddleware:
             await _send_answer(send, plain_problem(500, detail, info.path))
             return
         receipt = receipt_header(charged.receipt).encode("latin-1")
+        money = [(k.encode(), v.encode()) for k, v in money_headers(charged.receipt)]
+        ours = {b"payment-receipt", b"cache-control", *(k for k, _ in money)}
 
         async def with_receipt(message: Message) -> None:
             if message["type"] == "http.response.start" and 200 <= message["status"] < 300:
-                headers = [
-                    (k, v)
-                    for k, v in message.get("headers", [])
-                    if k.lower() not in (b"payment-receipt", b"cache-control")
-                ]
+                headers = [(k, v) for k, v in message.get("headers", []) if k.lower() not in ours]
                 given = _get([(k.decode("latin-1").lower(), v.decode("latin-1"))
                               for k, v in message.get("headers", [])], "cache-control")  # fmt: skip
                 headers += [
                     (b"payment-receipt", receipt),
                     (b"cache-control", receipt_cache_control(given).encode("latin-1")),
+                    *money,
                 ]
                 message = {**message, "headers": headers}
             await send(message)
@@ -267,7 +270,7 @@ class PaymentMiddleware:
                         return
                 else:
                     await meter.settle_reservation()  # RECEIPTED: the final receipt follows
-                    final = gate.receipt(paid, meter.state, meter.units or None)
+                    final = gate.receipt(paid, meter.state, meter.units or None, meter.cost)
                     await emit(format_event(RECEIPT, final))  # SES-32
                     body = slot.end(given)  # after the receipt: a held [DONE], the last chunk
                 if body is not given:
@@ -336,13 +339,14 @@ class PaymentMiddleware:
             meter.generation = self.begin_stream(paid.channel_id)
         start["paid_2xx"] = True
         await self.run_fast(lambda: self.gate.delivered(paid))  # the fixed price is delivered
-        receipt = self.gate.receipt(paid, meter.state, None)
+        receipt = self.gate.receipt(paid, meter.state, None, meter.cost)
         cache = receipt_cache_control(_get(headers, "cache-control"))
-        drop = {"cache-control", "payment-receipt"}
+        money = money_headers(receipt)
+        drop = {"cache-control", "payment-receipt", *(k for k, _ in money)}
         if meter.event_stream:
             drop.add("content-length")  # a final receipt event is appended
         headers = [(k, v) for k, v in headers if k not in drop]
-        headers += [("payment-receipt", receipt_header(receipt)), ("cache-control", cache)]
+        headers += [("payment-receipt", receipt_header(receipt)), ("cache-control", cache), *money]
         start["headers"] = headers
         await send(
             {

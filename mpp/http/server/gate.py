@@ -48,6 +48,7 @@ from mpp.core.problem import error_response, payment_required
 from mpp.http.server.answers import Answer, management_answer, payment_problem, plain_problem
 from mpp.http.server.charge import CHARGE, ChargePending, ChargeRoutes
 from mpp.http.server.idempotency import IdempotencyCache, InProgress, Reservation, StoredResponse
+from mpp.http.server.metrics import PaymentObserver
 from mpp.http.server.ratelimit import RateLimiter
 from mpp.http.server.routes import Price, RequestInfo, Route
 from mpp.session.engine import SessionResult, SessionServer
@@ -135,6 +136,7 @@ class PaymentGate:
         charge: ChargeServer | None = None,
         retry_after: int = 1,
         clock: Callable[[], float] = time.time,
+        observer: PaymentObserver | None = None,
     ) -> None:
         if isinstance(routes, Mapping):
             routes = [Route(path, price) for path, price in routes.items()]
@@ -145,6 +147,7 @@ class PaymentGate:
         self.policy = policy
         self.limiter = RateLimiter(failure_rate) if failure_rate else None
         self.retry_after = retry_after
+        self.observer = observer or PaymentObserver()  # metrics hooks (mpp.http.server.metrics)
         self.idempotency = IdempotencyCache(engine.store)
         self._clock = clock
         self._terms: dict[Price, SessionTerms] = {}
@@ -213,7 +216,9 @@ class PaymentGate:
         resp = error_response(exc, fresh, retry_after=retry, instance=info.path)
         return payment_problem(resp)
 
-    def refuse(self, exc: PaymentError, route: Route, info: RequestInfo) -> Answer:
+    def refuse(
+        self, exc: PaymentError, route: Route, info: RequestInfo, channel_id: str | None = None
+    ) -> Answer:
         """The answer to a credential that failed. Failures of verification count against the
         sending peer; past its rate the peer gets 429 + Retry-After. Nothing that succeeds is
         counted, so a paying client is never slowed by what others send."""
@@ -222,6 +227,7 @@ class PaymentGate:
             if wait > 0:
                 retry = RateLimiter.retry_after(wait)
                 exc = RateLimited("too many failed payment credentials", retryAfter=retry)
+        self.observer.refused(exc, channel_id)
         return self.error(exc, route, info)
 
     def over_failure_rate(self, pending: Pending, info: RequestInfo) -> Answer | None:
@@ -234,6 +240,7 @@ class PaymentGate:
         exc = RateLimited(
             "too many failed payment credentials", retryAfter=RateLimiter.retry_after(wait)
         )
+        self.observer.refused(exc, pending.channel_id)
         return self.error(exc, pending.route, info)
 
     def payment_required(self, route: Route, info: RequestInfo) -> Answer:
@@ -314,6 +321,7 @@ class PaymentGate:
                 reserve=reserve,
                 reserve_partial=partial,
             )
+            self.observer.accepted(pending.action, result.state.channel_id)
             paid = Paid(route, pending.terms, cred.challenge, result.state.channel_id, result)
             if not price.metered:
                 paid.charged = result.reserved  # the fixed price, reserved with the voucher
@@ -344,7 +352,7 @@ class PaymentGate:
                 raise
             return paid
         except PaymentError as exc:
-            return self.refuse(exc, route, info)
+            return self.refuse(exc, route, info, pending.channel_id)
         except (ValueError, TypeError, KeyError):
             # Hostile input is answered with typed PaymentErrors by the codec and the engine;
             # anything else is our bug: logged with its traceback, answered 500, not 402.
@@ -401,10 +409,13 @@ class PaymentGate:
             reservation, paid.idempotency = paid.idempotency, None
             self.idempotency.complete(reservation, response)
 
-    def receipt(self, paid: Paid, state: ChannelState | None, units: int | None) -> dict[str, Any]:
+    def receipt(
+        self, paid: Paid, state: ChannelState | None, units: int | None, cost: int
+    ) -> dict[str, Any]:
         return self.engine.receipt(
             state or paid.result.state,
             challenge_id=paid.challenge.id,
             units=units,
+            cost=cost,
             tx_hash=paid.result.tx_hash,
         )

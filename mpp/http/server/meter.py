@@ -93,6 +93,7 @@ class Meter:
         self.paid = paid
         self._emit = emit
         self.units = 0  # metered units delivered in this request
+        self._used = 0  # what those units cost (base units)
         # Charged in the store, not yet used (released at the end); a metered request starts
         # with what was reserved in its voucher's own transaction (PaymentGate.execute).
         self.reserved = paid.result.reserved if paid is not None and paid.route.price.metered else 0
@@ -125,6 +126,14 @@ class Meter:
     @property
     def is_paid(self) -> bool:
         return self.paid is not None
+
+    @property
+    def cost(self) -> int:
+        """Base units this request delivers: its metered units, or its fixed price."""
+        if self.paid is None:
+            return 0
+        price = self.paid.route.price
+        return self._used if price.metered else price.amount + self._used
 
     @property
     def unit_price(self) -> int:
@@ -178,6 +187,20 @@ class Meter:
                 if self._superseded() or mw.draining:
                     self._close()
                     return False
+
+    def give_back(self, units: int) -> None:
+        """Undo a `charge(units)` made before the response started (nothing was sent): the
+        cost goes back to the reservation, in memory (the store only learns what is used when
+        the response starts or the reservation is released)."""
+        if units <= 0:
+            return
+        if self.started:
+            raise RuntimeError("units already sent cannot be given back")
+        cost = units * self.unit_price if self.paid is not None else 0
+        self.unstarted -= cost
+        self.reserved += cost
+        self._used -= cost
+        self.units -= units
 
     async def hold(self, units: int) -> bool:
         """Reserve `units` before the response starts, for an answer sent whole (JSON): it
@@ -243,6 +266,7 @@ class Meter:
             self.unstarted += cost
         self.reserved -= cost
         self.units += units
+        self._used += cost
         return True
 
     def response_started(self, event_stream: bool) -> None:

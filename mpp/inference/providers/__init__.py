@@ -1,4 +1,5 @@
-"""Model providers: the embedded glassllm model and OpenAI-compatible upstreams."""
+"""Model providers: the embedded models (SmolLM2 on llama.cpp, glassllm) and OpenAI-compatible
+upstreams."""
 
 from mpp.inference.providers.base import (
     Finish,
@@ -10,7 +11,9 @@ from mpp.inference.providers.base import (
     StopMatcher,
     Token,
 )
-from mpp.inference.providers.embedded import EmbeddedProvider, GlassModel, render_chat
+from mpp.inference.providers.embedded import EmbeddedProvider, LocalModel
+from mpp.inference.providers.glass import GlassModel, render_chat
+from mpp.inference.providers.smollm import SmolLM, smollm_available
 from mpp.inference.providers.upstream import UpstreamProvider
 
 __all__ = [
@@ -18,12 +21,15 @@ __all__ = [
     "Finish",
     "GenerationParams",
     "GlassModel",
+    "LocalModel",
     "Provider",
     "ProviderError",
     "ProviderEvent",
+    "SmolLM",
     "Start",
     "StopMatcher",
     "Token",
     "UpstreamProvider",
     "render_chat",
+    "smollm_available",
 ]

