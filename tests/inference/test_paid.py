@@ -217,7 +217,8 @@ async def test_async_chat_client(paid: Paid) -> None:
 
 
 def test_openai_2_sdk_through_paying_http_client(paid: Paid) -> None:
-    """openai 2.x (on httpx), from .peers/openai2 ahead of the venv's 3.x, in its own process."""
+    """openai 2.x on httpx 0.28, from .peers/openai2 ahead of the venv's openai 3.x and httpx
+    0.29, in its own process: `PaymentAuth` on the older httpx, under the older SDK."""
     peer = ROOT / ".peers" / "openai2"
     if not (peer / "openai").is_dir():
         pytest.skip("openai 2.x is not in .peers/openai2 (scripts/setup.sh puts it there)")
@@ -229,7 +230,9 @@ def test_openai_2_sdk_through_paying_http_client(paid: Paid) -> None:
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120, check=False)
     assert done.returncode == 0, done.stderr[-2000:]
     seen = json.loads(done.stdout.strip().splitlines()[-1])
-    assert seen["version"].startswith("2.") and seen["chunksOk"]
+    assert seen["version"].startswith("2.") and seen["httpx"].startswith("0.28.")
+    assert seen["chunksOk"]
+    assert httpx.__version__.startswith("0.29.")  # and this process runs the newer one
     assert seen["completionTokens"] == 9 and seen["jsonTokens"] == 5
     receipts = seen["receipts"]
     assert [r["units"] for r in receipts if "units" in r] == [paid.units(9)]  # the stream's
