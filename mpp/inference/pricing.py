@@ -51,9 +51,18 @@ class Price:
         """Exact cost in hundredths of a base unit."""
         return prompt_tokens * self.input_per_million + completion_tokens * self.output_per_million
 
+    def base_units_per_token(self) -> tuple[str, str]:
+        """(input, output) per token in base units, exact decimal strings ("1.5", "100")."""
+        return _hundredths(self.input_per_million), _hundredths(self.output_per_million)
+
     def output_base_units_per_token(self) -> int:
         """The output price per token in base units, rounded up."""
         return -(-self.output_per_million // _SCALE)
+
+
+def _hundredths(value: int) -> str:
+    whole, frac = divmod(value, _SCALE)
+    return str(whole) if frac == 0 else f"{whole}.{frac:02d}".rstrip("0")
 
 
 def default_unit_price(prices: list[Price]) -> int:

@@ -115,6 +115,9 @@ class Registry:
                     "name": e.name,
                     "input_price_per_million": e.provider.price.input_per_million,
                     "output_price_per_million": e.provider.price.output_per_million,
+                    # The same in base units of a 6-decimal stablecoin, exact decimal strings.
+                    "input_base_units_per_token": e.provider.price.base_units_per_token()[0],
+                    "output_base_units_per_token": e.provider.price.base_units_per_token()[1],
                     "external": e.provider.external,
                     **e.stats.snapshot(),
                 }

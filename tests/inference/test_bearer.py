@@ -96,7 +96,19 @@ def test_models_lists_prices(url: str) -> None:
     assert model["id"] == MODEL and model["object"] == "model"
     assert model["pricing"]["input_price_per_million"] == 100
     assert model["pricing"]["output_price_per_million"] == 200
-    assert model["providers"][0]["name"] == "local"
+    (provider,) = model["providers"]
+    assert provider["name"] == "local"
+    # 100 / 200 cents per million tokens = 1 / 2 base units (6 decimals) per token, exactly.
+    assert provider["input_base_units_per_token"] == "1"
+    assert provider["output_base_units_per_token"] == "2"
+
+
+@pytest.mark.parametrize(
+    ("cents_per_million", "base_units"),
+    [(0, "0"), (1, "0.01"), (150, "1.5"), (10_000, "100"), (12_345, "123.45")],
+)
+def test_price_per_token_in_base_units_is_exact(cents_per_million: int, base_units: str) -> None:
+    assert Price(cents_per_million, 0).base_units_per_token() == (base_units, "0")
 
 
 def test_invalid_key_is_401(url: str) -> None:
