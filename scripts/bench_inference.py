@@ -17,14 +17,12 @@ import json
 import statistics
 import tempfile
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
 
 from mpp.chain.devnet import Devnet
-from mpp.core.binding import ChallengeIssuer
 from mpp.http import PaymentAuth
 from mpp.inference import (
     EmbeddedProvider,
@@ -36,14 +34,9 @@ from mpp.inference import (
 )
 from mpp.inference.providers import GlassModel, LocalModel, SmolLM, smollm_available
 from mpp.inference.providers.smollm import MODEL_ID as SMOLLM_ID
-from mpp.session.engine import SessionServer
-from mpp.session.payer import Payer
-from mpp.session.policy import SpendingPolicy
-from mpp.session.terms import SessionTerms
 from mpp.store.sqlite import SqliteStore
-from tests.inference.servers import MODEL, serve_app
+from tests.inference.servers import MODEL, devnet_payer, issuer_for, serve_app, session_engine
 
-TOKEN = "0x20c0000000000000000000000000000000000000"
 KEY = "sk-bench"
 
 
@@ -72,29 +65,16 @@ def one(client: httpx.Client, url: str, model: str, tokens: int) -> tuple[float,
 def measure(
     devnet: Devnet, tmp: Path, name: str, model: LocalModel, model_id: str, args: argparse.Namespace
 ) -> dict[str, Any]:
-    payee, payer_account = devnet.new_accounts(2)
-    terms = SessionTerms(
-        amount=2,
-        currency=TOKEN,
-        recipient=payee.address,
-        escrow_contract=devnet.escrow,
-        chain_id=devnet.chain_id,
-    )
-    chain = devnet.chain("0x" + payee.key.hex(), fee_token=TOKEN)
-    engine = SessionServer(SqliteStore(str(tmp / f"{name}-server.db")), chain, terms)
-    issuer = ChallengeIssuer(b"b" * 48, realm="bench", clock=lambda: datetime.now(UTC))
+    (payee,) = devnet.new_accounts(1)
+    engine = session_engine(devnet, payee, SqliteStore(str(tmp / f"{name}-server.db")))
+    issuer = issuer_for("bench")
     provider = EmbeddedProvider("local", [model_id], Price(100, 200), model=model)
     settings = InferenceSettings(
         registry=Registry([provider]),
         api_keys=frozenset({KEY}),
         payment=PaymentConfig(engine, issuer, failure_rate=None),
     )
-    payer = Payer(
-        "0x" + payer_account.key.hex(),
-        records_path=tmp / f"{name}-payer.db",
-        chain=devnet.chain(),
-        policy=SpendingPolicy(max_amount_per_unit=10, max_deposit=10**9),
-    )
+    payer = devnet_payer(devnet, tmp / f"{name}-payer.db")
     auth = PaymentAuth(payer, allow_insecure=True, deposit=10**8, prepay_units=256)
     with serve_app(create_app(settings)) as url:
         unpaid = httpx.Client(headers={"Authorization": f"Bearer {KEY}"}, timeout=120)

@@ -35,7 +35,7 @@ from urllib.parse import urlsplit
 from eth_account import Account
 
 from mpp.chain.web3chain import PATH_USD, Web3Chain
-from mpp.core.amounts import decimal_amount
+from mpp.core.amounts import decimal_amount, format_decimals
 from mpp.core.errors import ChainUnavailable
 from mpp.session.terms import TermsError, parse_address, parse_bytes32
 from mpp.session.voucher import private_key_bytes
@@ -184,9 +184,8 @@ def http_failure(exc: Exception) -> str:
 
 
 def format_amount(amount: int, token: str = PATH_USD) -> str:
-    whole, frac = divmod(amount, 10**DECIMALS)
     name = "pathUSD" if token.lower() == PATH_USD else "USD"
-    return f"{whole}.{frac:0{DECIMALS}d} {name}"
+    return f"{format_decimals(amount, DECIMALS)} {name}"
 
 
 # --- keys -----------------------------------------------------------------------------------

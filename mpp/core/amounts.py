@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from typing import Final
 
-__all__ = ["MAX_AMOUNT", "decimal_amount", "decimal_seconds"]
+__all__ = ["MAX_AMOUNT", "decimal_amount", "decimal_seconds", "format_decimals"]
 
 MAX_AMOUNT: Final = 2**128 - 1  # uint128
 
@@ -33,3 +33,11 @@ def decimal_seconds(value: object) -> int | None:
     if not isinstance(value, str) or not (value.isascii() and value.isdigit()) or len(value) > 9:
         return None
     return int(value)
+
+
+def format_decimals(base: int, decimals: int) -> str:
+    """Base units as a decimal amount of the token (`1234567, 6` → "1.234567"), for people:
+    integer arithmetic only. The wire keeps base-unit integers (`decimal_amount`)."""
+    sign = "-" if base < 0 else ""
+    whole, frac = divmod(abs(base), 10**decimals)
+    return f"{sign}{whole}.{frac:0{decimals}d}" if decimals else f"{sign}{whole}"

@@ -24,7 +24,7 @@ from typing import IO, Any
 
 import httpx
 
-from mpp.core.amounts import decimal_amount
+from mpp.core.amounts import decimal_amount, format_decimals
 from mpp.http.client import RECEIPTS_KEY, PaymentAuth
 from mpp.session.payer import Payer
 
@@ -414,8 +414,7 @@ class AsyncChatClient(_ChatBase):
 
 def format_usd(amount: int, decimals: int = 6) -> str:
     """Base units of a USD stablecoin as a decimal amount (integer arithmetic)."""
-    whole, frac = divmod(amount, 10**decimals)
-    return f"{whole}.{frac:0{decimals}d} USD"
+    return f"{format_decimals(amount, decimals)} USD"
 
 
 def run_chat(

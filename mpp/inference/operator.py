@@ -37,6 +37,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
+from mpp.core.amounts import format_decimals
 from mpp.http.server.metrics import ChannelFigures, channel_figures, totals
 from mpp.http.server.ratelimit import RateLimiter
 from mpp.inference.observe import Observability
@@ -57,11 +58,7 @@ MAX_CHANNELS: Final = 200  # rows sent to the page (newest first); totals cover 
 
 def format_amount(base: int, decimals: int | None) -> str | None:
     """`1234567, 6` → `"1.234567"`; None when the decimals are unknown. Integers only."""
-    if decimals is None:
-        return None
-    sign = "-" if base < 0 else ""
-    whole, frac = divmod(abs(base), 10**decimals)
-    return f"{sign}{whole}.{frac:0{decimals}d}" if decimals else f"{sign}{whole}"
+    return None if decimals is None else format_decimals(base, decimals)
 
 
 def _template(name: str) -> str:

@@ -242,3 +242,34 @@ def test_chat_repl_multi_turn_cost_balance_and_ctrl_c(env: Env, served: dict[str
         if proc.poll() is None:
             proc.kill()
             proc.wait(5)
+
+
+def test_chat_repl_ctrl_c_stops_an_answer_and_the_chat_goes_on(
+    env: Env, served: dict[str, Any]
+) -> None:
+    """Ctrl-C during an answer stops that answer (the response is closed: only what arrived is
+    paid) and the REPL asks again; the next turn works on the same channel."""
+    proc = _chat_process(served["url"], "--max-tokens", "4000", "--deposit", "20000")
+    assert proc.stdin is not None and proc.stdout is not None
+    try:
+        assert proc.stdout.readline().startswith("Chatting with")
+        proc.stdin.write("Tell me a very long story.\n")
+        proc.stdin.flush()
+        seen = ""
+        while len(seen) < 40:  # the answer is streaming (4,000 tokens take seconds)
+            chunk = os.read(proc.stdout.fileno(), 256).decode(errors="replace")
+            assert chunk, "mpp chat ended early"
+            seen += chunk
+        proc.send_signal(signal.SIGINT)
+        while "(stopped: only the tokens received are paid)" not in seen:
+            chunk = os.read(proc.stdout.fileno(), 4096).decode(errors="replace")
+            assert chunk, seen[-500:]
+            seen += chunk
+        out, err = proc.communicate("Hi.\n/exit\n", timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(5)
+    assert proc.returncode == 0, err
+    assert "completion tokens; paid" in out  # the next turn was answered and paid
+    assert "Traceback" not in err

@@ -6,14 +6,12 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
 import pytest
 
 from mpp.chain.devnet import Devnet, DevnetError
-from mpp.core.binding import ChallengeIssuer
 from mpp.core.challenge import parse_challenges
 from mpp.core.receipt import parse_receipt
 from mpp.http import PaymentAuth
@@ -26,14 +24,11 @@ from mpp.inference import (
     create_app,
 )
 from mpp.inference.providers import GlassModel
-from mpp.session.engine import SessionServer
 from mpp.session.payer import Payer
 from mpp.session.policy import SpendingPolicy
-from mpp.session.terms import SessionTerms
 from mpp.store.sqlite import SqliteStore
-from tests.inference.servers import MODEL, chat_body, serve_app
+from tests.inference.servers import MODEL, TOKEN, chat_body, issuer_for, serve_app, session_engine
 
-TOKEN = "0x20c0000000000000000000000000000000000000"
 PER_REQUEST = 5_000
 URL_PATH = "/v1/chat/completions"
 
@@ -62,12 +57,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     tmp = tmp_path_factory.mktemp("charged")
     try:
         (payee,) = devnet.new_accounts(1)
-        terms = SessionTerms(amount=2, currency=TOKEN, recipient=payee.address,
-                             escrow_contract=devnet.escrow, chain_id=devnet.chain_id)  # fmt: skip
-        chain = devnet.chain("0x" + payee.key.hex(), fee_token=TOKEN)
-        engine = SessionServer(SqliteStore(str(tmp / "server.db")), chain, terms)
-        issuer = ChallengeIssuer(b"charge-completions-secret-0123456789abcdef", realm="llm.test",
-                                 clock=lambda: datetime.now(UTC))  # fmt: skip
+        engine = session_engine(devnet, payee, SqliteStore(str(tmp / "server.db")))
+        issuer = issuer_for("llm.test")
         provider = EmbeddedProvider("local", [MODEL], Price(100, 200), model=GlassModel())
         payment = PaymentConfig(engine, issuer, failure_rate=None, charge_per_request=PER_REQUEST)
         settings = InferenceSettings(

@@ -11,7 +11,6 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
@@ -20,7 +19,6 @@ import pytest
 from eth_account import Account
 
 from mpp.chain.devnet import Devnet, DevnetError
-from mpp.core.binding import ChallengeIssuer
 from mpp.core.challenge import parse_challenges
 from mpp.core.credential import Credential
 from mpp.core.receipt import parse_receipt
@@ -35,15 +33,19 @@ from mpp.inference import (
 )
 from mpp.inference.client import AsyncChatClient, ChatClient, openai_http_client, run_chat
 from mpp.inference.providers import GlassModel, render_chat
-from mpp.session.engine import SessionServer
 from mpp.session.payer import Payer
 from mpp.session.policy import SpendingPolicy
 from mpp.session.terms import SessionTerms
 from mpp.store.sqlite import SqliteStore
-from tests.inference.servers import MODEL, chat_body, serve_app, sse_data
+from tests.inference.servers import (
+    MODEL,
+    chat_body,
+    issuer_for,
+    serve_app,
+    session_engine,
+    sse_data,
+)
 
-TOKEN = "0x20c0000000000000000000000000000000000000"
-SECRET = b"inference-test-secret-0123456789abcdef-0123"
 KEY = "sk-paid-server"
 PRICE = Price(100, 200)  # 1 base unit per prompt token, 2 per completion token
 UNIT_PRICE = 2  # = the output price per token: one unit per completion token
@@ -81,16 +83,9 @@ def paid(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Paid]:
     tmp = tmp_path_factory.mktemp("paid")
     try:
         (payee,) = devnet.new_accounts(1)
-        terms = SessionTerms(
-            amount=UNIT_PRICE,
-            currency=TOKEN,
-            recipient=payee.address,
-            escrow_contract=devnet.escrow,
-            chain_id=devnet.chain_id,
-        )
-        chain = devnet.chain("0x" + payee.key.hex(), fee_token=TOKEN)
-        engine = SessionServer(SqliteStore(str(tmp / "server.db")), chain, terms)
-        issuer = ChallengeIssuer(SECRET, realm="inference.test", clock=lambda: datetime.now(UTC))
+        store = SqliteStore(str(tmp / "server.db"))
+        engine = session_engine(devnet, payee, store, unit_price=UNIT_PRICE)
+        issuer = issuer_for("inference.test")
         glass = GlassModel()
         settings = InferenceSettings(
             registry=Registry([EmbeddedProvider("local", [MODEL], PRICE, model=glass)]),
