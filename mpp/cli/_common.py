@@ -22,6 +22,7 @@ import argparse
 import getpass
 import json
 import os
+import signal
 import sys
 import threading
 import time
@@ -29,6 +30,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
+from types import FrameType
 from typing import Any, Final, TextIO
 from urllib.parse import urlsplit
 
@@ -70,6 +72,7 @@ EXIT_OK: Final = 0
 EXIT_FAILED: Final = 1
 EXIT_USAGE: Final = 2
 EXIT_CHAIN: Final = 3
+EXIT_INTERRUPTED: Final = 130
 DECIMALS: Final = 6  # pathUSD and the other USD TIP-20 tokens
 
 
@@ -347,3 +350,30 @@ def step(args: argparse.Namespace, text: str) -> Iterator[None]:
 
 def iso(ts: int) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
+
+
+class StopSignal:
+    """How a command that runs until stopped (`mpp devnet`, `mpp serve`) was stopped. `event` is
+    set by SIGINT or SIGTERM; `exit_code` is 130 after Ctrl-C (SIGINT, as documented for every
+    command) and 0 after SIGTERM, a service manager's normal stop."""
+
+    def __init__(self) -> None:
+        self.event = threading.Event()
+        self.exit_code = 0
+
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        if signum == signal.SIGINT:
+            self.exit_code = EXIT_INTERRUPTED
+        self.event.set()
+
+
+@contextmanager
+def until_stopped() -> Iterator[StopSignal]:
+    """SIGINT and SIGTERM set the returned event instead of raising, for a clean shutdown."""
+    stop = StopSignal()
+    previous = {sig: signal.signal(sig, stop._on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield stop
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

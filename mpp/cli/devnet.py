@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import signal
 import sys
-import threading
-from types import FrameType
 from typing import Any
 
 from mpp.chain.devnet import DEFAULT_FUNDING, Devnet
+from mpp.cli._common import until_stopped
 
 __all__ = ["register", "run"]
 
@@ -73,24 +71,15 @@ def _print(info: dict[str, Any], as_json: bool) -> None:
 def run(args: argparse.Namespace) -> int:
     if args.accounts < 0:
         raise ValueError("--accounts must be >= 0")
-    stop = threading.Event()
-
-    def on_signal(signum: int, frame: FrameType | None) -> None:
-        stop.set()
-
-    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     hardfork = None if args.hardfork in ("", "default") else args.hardfork
-    try:
+    with until_stopped() as stop:
         with Devnet.start(
             hardfork=hardfork, escrow_name=args.escrow_name, port=args.port
         ) as devnet:
             devnet.new_accounts(args.accounts, args.amount)
             _print(_describe(devnet, args.show_keys), args.json)
-            while not stop.wait(0.2):
+            while not stop.event.wait(0.2):
                 if not devnet.running:
                     print("mpp: error: anvil exited unexpectedly", file=sys.stderr)
                     return 1
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-    return 0
+    return stop.exit_code  # 130 after Ctrl-C, 0 after SIGTERM

@@ -35,15 +35,10 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
 import sys
-import threading
 import tomllib
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from types import FrameType
 from typing import Any, Final
 
 from mpp.chain.web3chain import PATH_USD
@@ -58,6 +53,7 @@ from mpp.cli._common import (
     escrow_of,
     load_key,
     step,
+    until_stopped,
     usage_error,
 )
 from mpp.cli._paid import PaymentOptions, attach_payment, serve_in_thread
@@ -314,7 +310,7 @@ def run(args: argparse.Namespace) -> int:
         _note_admin_key(config, settings.admin_key)
         with (
             stderr_logging(level),  # one line per request (mpp.inference.access), no secrets
-            _until_signal() as stop,
+            until_stopped() as stop,
             watcher,
             serve_in_thread(settings, host, port) as url,
         ):
@@ -330,14 +326,14 @@ def run(args: argparse.Namespace) -> int:
                 "store": ns.store.split("://")[0] if "://" in ns.store else ns.store,
             }
             emit(args, info, lambda: _ready_text(info))
-            while not stop.wait(0.5):
+            while not stop.event.wait(0.5):
                 pass
         # Graceful shutdown: the streams ended with their receipts and the server stopped
         # (serve_in_thread), the watcher stopped; now what is due goes on chain.
         _final_settlement(engine)
     finally:
         store.close()
-    return 0
+    return stop.exit_code  # 130 after Ctrl-C (after the same clean shutdown), 0 after SIGTERM
 
 
 def _log_level(args: argparse.Namespace, config: dict[str, Any]) -> str:
@@ -374,19 +370,3 @@ def _ready_text(info: dict[str, Any]) -> str:
         f"escrow {info['escrowContract']} on chain {info['chainId']}\n"
         "Press Ctrl-C to stop."
     )
-
-
-@contextmanager
-def _until_signal() -> Iterator[threading.Event]:
-    """An event set by SIGINT/SIGTERM (installed before the ready line is printed)."""
-    stop = threading.Event()
-
-    def on_signal(signum: int, frame: FrameType | None) -> None:
-        stop.set()
-
-    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield stop
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)

@@ -146,7 +146,7 @@ def test_serve_then_chat_json_close_and_store(
 
     proc: subprocess.Popen[bytes] = served["process"]
     proc.send_signal(signal.SIGINT)
-    assert proc.wait(20) == 0
+    assert proc.wait(20) == 130  # Ctrl-C, after the same clean shutdown as SIGTERM's 0
     assert proc.stdout is not None
     printed = served["log"].read_bytes() + proc.stdout.read()
     assert b"Traceback" not in printed
@@ -163,7 +163,7 @@ def test_serve_human_ready_line(env: Env, tmp_path: Path) -> None:
         assert line.startswith(f"Serving paid inference on http://127.0.0.1:{port}/v1")
     finally:
         proc.send_signal(signal.SIGINT)
-        assert proc.wait(20) == 0
+        assert proc.wait(20) == 130
     assert proc.stderr is not None
     assert b"MPP_SECRET is unset" in proc.stderr.read()  # the one-line note
 
