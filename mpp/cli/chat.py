@@ -2,8 +2,9 @@
 
 With a prompt it asks once; without one it is a REPL: a multi-turn conversation (the history
 goes with every turn), the cost of each turn and the channel's balance after it. Ctrl-C during
-an answer stops that answer (only the tokens received are paid); Ctrl-C or Ctrl-D at the prompt
-ends the session (130 / 0). `/reset` forgets the history, `/exit` ends.
+an answer stops that answer at its next chunk (only the tokens received are paid; a second
+Ctrl-C stops at once); Ctrl-C or Ctrl-D at the prompt ends the session (130 / 0). `/reset`
+forgets the history, `/exit` ends.
 
 The payer key comes from MPP_PAYER_KEY or --keystore; channels are kept in the payer's records
 file (--records, MPP_PAYER_RECORDS, default ~/.mpp/payer.db), so a later chat (or
@@ -19,7 +20,12 @@ from __future__ import annotations
 import argparse
 import io
 import os
+import signal
 import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from types import FrameType
 from typing import IO, Any, cast
 
 import httpx
@@ -129,12 +135,35 @@ class _StopOnWrite(io.TextIOBase):
         sys.stdout.flush()
 
 
-def _answer(client: ChatClient, messages: Messages, args: argparse.Namespace) -> ChatStream:
+def _answer(
+    client: ChatClient,
+    messages: Messages,
+    args: argparse.Namespace,
+    stop: threading.Event | None = None,
+) -> ChatStream:
     """Stream one answer to stdout, with a spinner until its first token."""
     spinner = Spinner("paying and waiting for the first token", enabled=True)
     with spinner:
         out = cast(IO[str], _StopOnWrite(spinner))  # write + flush is all run_chat uses
-        return run_chat(client, messages, out=out, **_params(args))
+        return run_chat(client, messages, out=out, stop=stop, **_params(args))
+
+
+@contextmanager
+def _first_ctrl_c_stops(stop: threading.Event) -> Iterator[None]:
+    """While an answer streams, the first Ctrl-C only sets `stop` (the answer ends at its next
+    chunk, cleanly: no payment code is interrupted halfway, no lock left held); a second one
+    interrupts at once."""
+
+    def on_sigint(signum: int, frame: FrameType | None) -> None:
+        if stop.is_set():
+            raise KeyboardInterrupt
+        stop.set()
+
+    previous = signal.signal(signal.SIGINT, on_sigint)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def _params(args: argparse.Namespace) -> dict[str, Any]:
@@ -192,18 +221,23 @@ def _repl(client: ChatClient, args: argparse.Namespace) -> int:
         if not line:
             continue
         history.append({"role": "user", "content": line})
+        stop = threading.Event()
+        stream: ChatStream | None = None
         try:
-            stream = _answer(client, history, args)
-        except KeyboardInterrupt:
-            print("\n(stopped: only the tokens received are paid)")
-            history.pop()
-            continue
+            with _first_ctrl_c_stops(stop):
+                stream = _answer(client, history, args, stop)
+        except KeyboardInterrupt:  # a second Ctrl-C
+            stop.set()
         except ChatError as exc:
             print(f"error: the server refused the request: {exc}", file=sys.stderr)
             history.pop()
             continue
         except httpx.HTTPError as exc:
             print(f"error: cannot reach the server: {http_failure(exc)}", file=sys.stderr)
+            history.pop()
+            continue
+        if stop.is_set() or stream is None:
+            print("(stopped: only the tokens received are paid)")
             history.pop()
             continue
         history.append({"role": "assistant", "content": stream.text})

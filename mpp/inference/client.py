@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import sys
+import threading
 from collections.abc import (
     AsyncGenerator,
     AsyncIterator,
@@ -423,9 +424,13 @@ def run_chat(
     *,
     out: IO[str] | None = None,
     decimals: int = 6,
+    stop: threading.Event | None = None,
     **params: Any,
 ) -> ChatStream:
-    """What `mpp chat` does: stream the answer to `out`, then one line of usage and spend."""
+    """What `mpp chat` does: stream the answer to `out`, then one line of usage and spend.
+
+    `stop` set: the answer ends at its next chunk, without the usage line (the response is
+    closed: only what arrived is paid)."""
     out = out or sys.stdout
     stream = client.stream(prompt, **params)
     deltas = iter(stream)
@@ -433,9 +438,13 @@ def run_chat(
         for delta in deltas:
             out.write(delta)
             out.flush()
+            if stop is not None and stop.is_set():
+                break
     finally:
-        deltas.close()  # on Ctrl-C too: the response closes now, nothing more is paid
+        deltas.close()  # the response closes now, nothing more is paid
         out.write("\n")
+    if stop is not None and stop.is_set():
+        return stream
     usage = stream.usage or {}
     spent = stream.spent
     line = (
