@@ -8,7 +8,7 @@ import sys
 from typing import Any
 
 from mpp.chain.devnet import DEFAULT_FUNDING, Devnet
-from mpp.cli._common import until_stopped
+from mpp.cli._common import step, until_stopped
 
 __all__ = ["register", "run"]
 
@@ -73,10 +73,11 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError("--accounts must be >= 0")
     hardfork = None if args.hardfork in ("", "default") else args.hardfork
     with until_stopped() as stop:
-        with Devnet.start(
-            hardfork=hardfork, escrow_name=args.escrow_name, port=args.port
-        ) as devnet:
-            devnet.new_accounts(args.accounts, args.amount)
+        with step(args, "starting anvil, deploying the escrow"):
+            devnet = Devnet.start(hardfork=hardfork, escrow_name=args.escrow_name, port=args.port)
+        with devnet:
+            with step(args, "funding the accounts"):
+                devnet.new_accounts(args.accounts, args.amount)
             _print(_describe(devnet, args.show_keys), args.json)
             while not stop.event.wait(0.2):
                 if not devnet.running:
