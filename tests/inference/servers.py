@@ -20,10 +20,11 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 import uvicorn
 from eth_account.signers.local import LocalAccount
 
-from mpp.chain.devnet import Devnet
+from mpp.chain.devnet import Devnet, DevnetError
 from mpp.core.binding import ChallengeIssuer
 from mpp.http.server.asgi import ASGIApp
 from mpp.session.engine import SessionServer
@@ -159,3 +160,17 @@ def devnet_payer(devnet: Devnet, records: Path, *, max_price: int = 10) -> Payer
         chain=devnet.chain(),
         policy=SpendingPolicy(max_amount_per_unit=max_price, max_deposit=10**9),
     )
+
+
+@contextmanager
+def devnet_or_skip() -> Iterator[Devnet]:
+    """A fresh devnet for a module's server, stopped by its handle (the test skips, saying why,
+    where anvil cannot start)."""
+    try:
+        devnet = Devnet.start()
+    except DevnetError as exc:
+        pytest.skip(str(exc))
+    try:
+        yield devnet
+    finally:
+        devnet.stop()

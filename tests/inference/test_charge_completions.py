@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from mpp.chain.devnet import Devnet, DevnetError
+from mpp.chain.devnet import Devnet
 from mpp.core.challenge import parse_challenges
 from mpp.core.receipt import parse_receipt
 from mpp.http import PaymentAuth
@@ -27,7 +27,15 @@ from mpp.inference.providers import GlassModel
 from mpp.session.payer import Payer
 from mpp.session.policy import SpendingPolicy
 from mpp.store.sqlite import SqliteStore
-from tests.inference.servers import MODEL, TOKEN, chat_body, issuer_for, serve_app, session_engine
+from tests.inference.servers import (
+    MODEL,
+    TOKEN,
+    chat_body,
+    devnet_or_skip,
+    issuer_for,
+    serve_app,
+    session_engine,
+)
 
 PER_REQUEST = 5_000
 URL_PATH = "/v1/chat/completions"
@@ -50,12 +58,8 @@ class Server:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    try:
-        devnet = Devnet.start()
-    except DevnetError as exc:
-        pytest.skip(str(exc))
-    tmp = tmp_path_factory.mktemp("charged")
-    try:
+    with devnet_or_skip() as devnet:
+        tmp = tmp_path_factory.mktemp("charged")
         (payee,) = devnet.new_accounts(1)
         engine = session_engine(devnet, payee, SqliteStore(str(tmp / "server.db")))
         issuer = issuer_for("llm.test")
@@ -66,8 +70,6 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         )
         with serve_app(create_app(settings)) as url:
             yield Server(devnet, url, payee.address.lower(), tmp)
-    finally:
-        devnet.stop()
 
 
 def _offered(server: Server, **body: object) -> list[tuple[str, str]]:

@@ -18,7 +18,7 @@ import openai
 import pytest
 from eth_account import Account
 
-from mpp.chain.devnet import Devnet, DevnetError
+from mpp.chain.devnet import Devnet
 from mpp.core.challenge import parse_challenges
 from mpp.core.credential import Credential
 from mpp.core.receipt import parse_receipt
@@ -40,6 +40,7 @@ from mpp.store.sqlite import SqliteStore
 from tests.inference.servers import (
     MODEL,
     chat_body,
+    devnet_or_skip,
     issuer_for,
     serve_app,
     session_engine,
@@ -76,12 +77,8 @@ class Paid:
 
 @pytest.fixture(scope="module")
 def paid(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Paid]:
-    try:
-        devnet = Devnet.start()
-    except DevnetError as exc:
-        pytest.skip(str(exc))
-    tmp = tmp_path_factory.mktemp("paid")
-    try:
+    with devnet_or_skip() as devnet:
+        tmp = tmp_path_factory.mktemp("paid")
         (payee,) = devnet.new_accounts(1)
         store = SqliteStore(str(tmp / "server.db"))
         engine = session_engine(devnet, payee, store, unit_price=UNIT_PRICE)
@@ -96,8 +93,6 @@ def paid(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Paid]:
         assert settings.effective_unit_price == UNIT_PRICE
         with serve_app(create_app(settings)) as url:
             yield Paid(devnet, url, tmp, glass)
-    finally:
-        devnet.stop()
 
 
 def test_no_credential_is_402_with_per_token_challenge(paid: Paid) -> None:

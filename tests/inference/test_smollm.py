@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from mpp.chain.devnet import Devnet, DevnetError
+from mpp.chain.devnet import Devnet
 from mpp.http import PaymentAuth
 from mpp.inference import (
     EmbeddedProvider,
@@ -29,6 +29,7 @@ from mpp.inference.providers.smollm import MODEL_ID
 from mpp.inference.settings import build_provider, default_embedded_model
 from mpp.store.sqlite import SqliteStore
 from tests.inference.servers import (
+    devnet_or_skip,
     devnet_payer,
     issuer_for,
     serve_app,
@@ -53,12 +54,8 @@ class Served:
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
-    try:
-        devnet = Devnet.start()
-    except DevnetError as exc:
-        pytest.skip(str(exc))
-    tmp = tmp_path_factory.mktemp("smollm")
-    try:
+    with devnet_or_skip() as devnet:
+        tmp = tmp_path_factory.mktemp("smollm")
         (payee,) = devnet.new_accounts(1)
         engine = session_engine(devnet, payee, SqliteStore(str(tmp / "server.db")))
         issuer = issuer_for("smollm.test")
@@ -70,8 +67,6 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
         )
         with serve_app(create_app(settings)) as url:
             yield Served(devnet, url, tmp, model)
-    finally:
-        devnet.stop()
 
 
 def test_default_embedded_model_is_smollm2_when_installed() -> None:
