@@ -66,6 +66,9 @@ class ProviderEntry:
         return self.provider.name
 
 
+_PER_TOKEN = ("input_base_units_per_token", "output_base_units_per_token")
+
+
 class Registry:
     """Providers by name; lookups by model id keep registration order."""
 
@@ -116,8 +119,7 @@ class Registry:
                     "input_price_per_million": e.provider.price.input_per_million,
                     "output_price_per_million": e.provider.price.output_per_million,
                     # The same in base units of a 6-decimal stablecoin, exact decimal strings.
-                    "input_base_units_per_token": e.provider.price.base_units_per_token()[0],
-                    "output_base_units_per_token": e.provider.price.base_units_per_token()[1],
+                    **dict(zip(_PER_TOKEN, e.provider.price.base_units_per_token(), strict=True)),
                     "external": e.provider.external,
                     **e.stats.snapshot(),
                 }

@@ -56,15 +56,16 @@ def test_case_matching_challenge_bound_memo() -> None:
     _verify(memo)
 
 
-@pytest.mark.parametrize(
-    "case, memo",
-    [
-        ("plain_transfer_without_challenge_bound_memo", None),
-        ("non_mpp_memo_rejected", "0x" + "ab" * 32),
-        ("unrelated_challenge_memo_rejected", attribution_memo("challenge-456", REALM)),
-        ("unrelated_realm_memo_rejected", attribution_memo(CHALLENGE, "other.example.com")),
-    ],
-)
+# The suite's cases whose transfer must not count as the payment, in both files.
+NOT_PAYING = [
+    ("plain_transfer_without_challenge_bound_memo", None),
+    ("non_mpp_memo_rejected", "0x" + "ab" * 32),
+    ("unrelated_challenge_memo_rejected", attribution_memo("challenge-456", REALM)),
+    ("unrelated_realm_memo_rejected", attribution_memo(CHALLENGE, "other.example.com")),
+]
+
+
+@pytest.mark.parametrize("case, memo", NOT_PAYING)
 def test_cases_that_do_not_pay(case: str, memo: str | None) -> None:
     with pytest.raises(VerificationFailed):
         _verify(memo)
@@ -111,15 +112,7 @@ def test_receipt_case_matching_challenge_bound_memo() -> None:
     assert receipt["status"] == "success" and receipt["reference"] == TX
 
 
-@pytest.mark.parametrize(
-    "case, memo",
-    [
-        ("plain_transfer_without_challenge_bound_memo", None),
-        ("non_mpp_memo_rejected", "0x" + "ab" * 32),
-        ("unrelated_challenge_memo_rejected", attribution_memo("challenge-456", REALM)),
-        ("unrelated_realm_memo_rejected", attribution_memo(CHALLENGE, "other.example.com")),
-    ],
-)
+@pytest.mark.parametrize("case, memo", NOT_PAYING)
 def test_receipt_cases_that_do_not_pay(case: str, memo: str | None) -> None:
     with pytest.raises(VerificationFailed):
         _verify_hash(memo)

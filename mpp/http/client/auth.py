@@ -41,9 +41,8 @@ from mpp.core.amounts import decimal_amount
 from mpp.core.challenge import Challenge
 from mpp.core.credential import Credential
 from mpp.core.digest import check_content_digest
-from mpp.core.errors import InsecureTransport, PaymentError
+from mpp.core.errors import InsecureTransport
 from mpp.core.http import require_secure_url
-from mpp.core.receipt import parse_receipt
 from mpp.http.client.charges import ChargeClient
 from mpp.http.client.exchange import (
     PAID_RETRY_METHODS,
@@ -393,12 +392,7 @@ class PaymentAuth(AuthBase):
             else:  # AMB-05: the next request on this route pays on its first attempt
                 self._routes.remember(exchange.key, exchange.challenge, terms)
         response.extensions[RECEIPTS_KEY] = exchange.receipts
-        header = response.headers.get("payment-receipt")
-        if header:
-            try:
-                exchange.add_receipt(parse_receipt(header).to_json())
-            except PaymentError:
-                log.warning("ignored a malformed Payment-Receipt header")
+        exchange.add_receipt_header(response)
         if is_event_stream(response.headers.get("content-type")):
             exchange.budget = self._budget(exchange)
             response.stream = paid_body(response.stream, exchange, library(response))

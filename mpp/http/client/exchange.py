@@ -5,6 +5,7 @@ amounts, Retry-After)."""
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -14,6 +15,7 @@ import httpx
 from mpp.core.amounts import decimal_amount, decimal_seconds
 from mpp.core.challenge import Challenge
 from mpp.core.errors import PaymentError
+from mpp.core.receipt import parse_receipt
 from mpp.core.rfc3339 import parse_rfc3339
 from mpp.session.budget import StreamBudget
 from mpp.session.window import LeadWindow
@@ -21,6 +23,8 @@ from mpp.session.window import LeadWindow
 PAID_RETRY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 RECEIPTS_KEY = "mpp.receipts"
 RouteKey = tuple[str, str, str]  # (origin, path, method): mpp.http.client.routes
+
+log = logging.getLogger(__name__)
 
 
 class PaymentDeclined(PaymentError):
@@ -70,6 +74,17 @@ class PaidExchange:
         receipt = dict(data)
         self.receipts.append(receipt)
         self.paying.remember_receipt(receipt)
+
+    def add_receipt_header(self, response: httpx.Response) -> None:
+        """The response's `Payment-Receipt`, when it has a valid one (a malformed one is
+        logged and ignored: the payment already happened)."""
+        header = response.headers.get("payment-receipt")
+        if not header:
+            return
+        try:
+            self.add_receipt(parse_receipt(header).to_json())
+        except PaymentError:
+            log.warning("ignored a malformed Payment-Receipt header")
 
 
 def problem_of(response: httpx.Response) -> dict[str, Any]:

@@ -19,8 +19,6 @@ from typing import Any
 import httpx
 
 from mpp.core.credential import Credential
-from mpp.core.errors import PaymentError
-from mpp.core.receipt import parse_receipt
 from mpp.http.client.exchange import PaidExchange, retry_after, superseded, unix_expires
 from mpp.http.client.routes import choose_challenge
 from mpp.session.payer import Payer
@@ -118,9 +116,4 @@ class ManagementRequests:
                 request=response.request,
                 response=response,
             )
-        header = response.headers.get("payment-receipt")
-        if header:
-            try:
-                ex.add_receipt(parse_receipt(header).to_json())
-            except PaymentError:
-                log.warning("ignored a malformed Payment-Receipt header")
+        ex.add_receipt_header(response)

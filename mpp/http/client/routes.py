@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import httpx
@@ -16,7 +17,7 @@ from mpp.core.digest import check_content_digest
 from mpp.core.errors import PaymentError
 from mpp.core.negotiate import rank_offers
 from mpp.http.client.exchange import RouteKey, unix_expires
-from mpp.session.scheme import INTENT, METHOD, is_ours
+from mpp.session.scheme import INTENT, METHOD
 from mpp.session.terms import SessionTerms, TermsError
 
 __all__ = [
@@ -43,34 +44,28 @@ def choose_challenge(
 ) -> tuple[Challenge, SessionTerms] | None:
     """The best unexpired tempo/session challenge of a response, in our `Accept-Payment`
     order; None when it offers none we support (CORE-39) or all are expired (CORE-14)."""
-    try:
-        offered = parse_challenges(response.headers.get_list("www-authenticate"), strict=False)
-    except PaymentError:
-        return None
-    now = time.time()
-    for ch in _accepted(offered, accept_payment):
-        if not is_ours(ch.method, ch.intent):
-            continue
-        try:
-            terms = SessionTerms.from_request(ch.request)
-            expires = ch.expires_at()
-        except (TermsError, ValueError):
-            continue
-        if expires is not None and expires.timestamp() <= now:
-            continue
-        return ch, terms
+    for ch in _usable(response, accept_payment, (INTENT,)):
+        return ch, SessionTerms.from_request(ch.request)  # parsed once more: it was valid
     return None
 
 
 def best_offer(response: httpx.Response, accept_payment: str) -> Challenge | None:
     """The best unexpired challenge we can pay, session or charge, in `Accept-Payment` order."""
+    return next(_usable(response, accept_payment, (INTENT, "charge")), None)
+
+
+def _usable(
+    response: httpx.Response, accept_payment: str, intents: tuple[str, ...]
+) -> Iterator[Challenge]:
+    """The response's tempo challenges of these intents whose terms parse and that have not
+    expired (CORE-14), best first in our `Accept-Payment` order."""
     try:
         offered = parse_challenges(response.headers.get_list("www-authenticate"), strict=False)
     except PaymentError:
-        return None
+        return
     now = time.time()
     for ch in _accepted(offered, accept_payment):
-        if ch.method != METHOD or ch.intent not in (INTENT, "charge"):
+        if ch.method != METHOD or ch.intent not in intents:
             continue
         try:
             if ch.intent == INTENT:
@@ -80,10 +75,8 @@ def best_offer(response: httpx.Response, accept_payment: str) -> Challenge | Non
             expires = ch.expires_at()
         except (TermsError, ValueError):
             continue
-        if expires is not None and expires.timestamp() <= now:
-            continue
-        return ch
-    return None
+        if expires is None or expires.timestamp() > now:
+            yield ch
 
 
 def _accepted(offered: list[Challenge], accept_payment: str) -> list[Challenge]:
